@@ -1,0 +1,146 @@
+"""Make megatron-core 0.15 run on a machine without CUDA.
+
+megatron-core assumes CUDA in four places that the forward pass of a GPT model reaches:
+
+1. ``tensor_parallel.model_parallel_cuda_manual_seed`` seeds CUDA generators. On CPU we install megatron's
+   no-op "inference" RNG tracker instead, so dropout draws from torch's default CPU generator.
+2. ``RotaryEmbedding.forward`` moves ``inv_freq`` to ``torch.cuda.current_device()`` on first use.
+3. ``GlobalMemoryBuffer.get_tensor`` allocates the attention score buffer on the current CUDA device.
+4. ``get_default_causal_mask`` (used when ``attention_mask=None``) builds its mask with ``device="cuda"``.
+
+:func:`ensure_cpu_support` patches exactly these, and only when ``torch.cuda.is_available()`` is False, so
+GPU runs execute megatron's own code unchanged. Every patched function keeps the original's signature and
+falls through to the original whenever CUDA is available, so importing this module on a GPU machine is
+harmless. The patches are idempotent.
+"""
+
+from __future__ import annotations
+
+import operator
+from functools import lru_cache, reduce
+from typing import Any, Callable
+
+import torch
+
+__all__ = ["cpu_mode", "ensure_cpu_support", "seed_model_parallel_rng"]
+
+_INSTALLED = False
+
+
+def cpu_mode() -> bool:
+    """Return True when megatron-core must run without CUDA.
+
+    >>> isinstance(cpu_mode(), bool)
+    True
+    """
+    return not torch.cuda.is_available()
+
+
+def _rope_embedding(rope: Any, max_seq_len: int, offset: int) -> torch.Tensor:
+    """RoPE angles for positions ``offset .. offset + max_seq_len`` on the device of ``inv_freq``.
+
+    Returns:
+        torch.Tensor: ``(S, 1, 1, D)`` angles, laid out as megatron-core's ``RotaryEmbedding.forward``.
+    """
+    freqs = rope.get_freqs_non_repeated(max_seq_len, offset)  # (S, D/2)
+    if not rope.rotary_interleaved:
+        emb = torch.cat((freqs, freqs), dim=-1)
+    else:
+        emb = torch.stack((freqs.view(-1, 1), freqs.view(-1, 1)), dim=-1).view(freqs.shape[0], -1)
+    return emb[:, None, None, :]
+
+
+def _patch_rotary_embedding() -> None:
+    from megatron.core.models.common.embeddings import rotary_pos_embedding as rpe
+
+    cls = rpe.RotaryEmbedding
+    original: Callable[..., torch.Tensor] = cls.forward
+
+    @lru_cache(maxsize=32)
+    def forward(self: Any, max_seq_len: int, offset: int = 0, packed_seq: bool = False) -> torch.Tensor:
+        if torch.cuda.is_available():
+            return original(self, max_seq_len, offset, packed_seq)
+        emb = _rope_embedding(self, max_seq_len, offset)
+        cp_group = getattr(self, "cp_group", None)
+        if cp_group is not None and cp_group.size() > 1 and not packed_seq:
+            emb = rpe.get_pos_emb_on_this_cp_rank(emb, 0, cp_group)
+        return emb
+
+    forward.__wrapped_original__ = original  # type: ignore[attr-defined]
+    cls.forward = forward
+
+
+def _patch_global_memory_buffer() -> None:
+    from megatron.core import utils as mcore_utils
+
+    cls = mcore_utils.GlobalMemoryBuffer
+    original = cls.get_tensor
+
+    def get_tensor(self: Any, tensor_shape: Any, dtype: torch.dtype, name: str, mem_alloc_context: Any = None):
+        if torch.cuda.is_available():
+            return original(self, tensor_shape, dtype, name, mem_alloc_context)
+        numel = reduce(operator.mul, tensor_shape, 1)
+        buf = self.buffer.get((name, dtype))
+        if buf is None or buf.numel() < numel:
+            buf = torch.empty(numel, dtype=dtype, device="cpu", requires_grad=False)
+            self.buffer[(name, dtype)] = buf
+        return buf[:numel].view(*tensor_shape)
+
+    cls.get_tensor = get_tensor
+
+
+def _patch_default_causal_mask() -> None:
+    from megatron.core.fusions import fused_softmax
+    from megatron.core.transformer import utils as transformer_utils
+
+    original = transformer_utils.get_default_causal_mask
+
+    def get_default_causal_mask(sq: int) -> torch.Tensor:
+        """Upper-triangular boolean mask ``(sq, sq)``; True marks a masked (future) position."""
+        if torch.cuda.is_available():
+            return original(sq)
+        return torch.triu(torch.ones(sq, sq, dtype=torch.bool), diagonal=1)
+
+    transformer_utils.get_default_causal_mask = get_default_causal_mask
+    fused_softmax.get_default_causal_mask = get_default_causal_mask
+
+
+def seed_model_parallel_rng(seed: int) -> None:
+    """Seed megatron-core's model-parallel RNG: CUDA trackers on GPU, a no-op tracker on CPU.
+
+    Args:
+        seed (int): base seed; megatron derives per-rank seeds from it on GPU.
+
+    >>> seed_model_parallel_rng(1234)
+    """
+    from megatron.core import tensor_parallel
+    from megatron.core.tensor_parallel import random as mcore_random
+
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        tensor_parallel.model_parallel_cuda_manual_seed(seed)
+    else:
+        mcore_random.initialize_rng_tracker(inference_rng_tracker=True, force_reset=True)
+
+
+def ensure_cpu_support() -> bool:
+    """Install the CPU patches if CUDA is absent. Safe to call any number of times.
+
+    Returns:
+        bool: True if the patches are (now) installed, False on a CUDA machine.
+
+    >>> ensure_cpu_support() == cpu_mode()
+    True
+    """
+    global _INSTALLED
+    if not cpu_mode():
+        return False
+    if not _INSTALLED:
+        from megatron.core.tensor_parallel import random as mcore_random
+
+        mcore_random.initialize_rng_tracker(inference_rng_tracker=True, force_reset=True)
+        _patch_rotary_embedding()
+        _patch_global_memory_buffer()
+        _patch_default_causal_mask()
+        _INSTALLED = True
+    return True
