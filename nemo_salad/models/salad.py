@@ -1,0 +1,268 @@
+"""SaladModel: FastConformer encoder → modality adapter → megatron-core LLM, with a frozen text teacher.
+
+The student reads speech spliced between text embeddings; the teacher (the original LLM) reads the all-text
+transcript under ``no_grad``. Two teacher modes (``model.teacher.mode``):
+
+* ``copy`` — a separate frozen copy of the original LLM (full fine-tuning of the student, as in the paper);
+* ``shared`` — the student's own weights with LoRA switched off, or the frozen student LLM itself: no second
+  copy in memory. Only valid when the student LLM is frozen or trained through LoRA.
+
+Legend: ``B`` samples, ``C`` speech clips, ``N`` audio samples, ``T`` positions, ``H`` LLM width.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from lightning.pytorch import Trainer
+from nemo.core.classes import ModelPT
+from nemo.utils import logging
+from omegaconf import DictConfig, OmegaConf, open_dict
+from torch import Tensor
+
+from nemo_salad.llm import LLMConfig, MegatronLLM
+from nemo_salad.modules.lora import apply_lora, lora_disabled
+from nemo_salad.modules.splice import Segment, SplicedBatch, splice
+from nemo_salad.parts import pretrained as P
+from nemo_salad.parts.audio_checks import BadSampleError, audio_problem, to_mono_tensor
+from nemo_salad.parts.safe_config import check_targets, safe_instantiate
+
+__all__ = ["SaladModel"]
+
+_TEACHER_MODES = ("copy", "shared", "none")
+
+
+class SaladModel(ModelPT):
+    """The speech-adapted LLM and its text teacher, as a NeMo model (``.nemo`` save/restore, Lightning).
+
+    Args:
+        cfg (DictConfig): the ``model`` section (see ``conf/model/``): ``llm``, ``tokenizer``, ``encoder``,
+            ``adapter`` (a ``_target_`` under the allowlist), ``teacher.mode``, ``splice.pad_side``.
+        trainer (Trainer | None): Lightning trainer.
+
+    Batches (from :mod:`nemo_salad.data`) are dicts with ``audio (C, N)``, ``audio_lens (C,)``,
+    ``segments`` (per sample, a list of :class:`~nemo_salad.modules.splice.Segment`) and ``sample_ids``.
+    """
+
+    def __init__(self, cfg: DictConfig | dict, trainer: Trainer | None = None) -> None:
+        cfg = OmegaConf.create(cfg) if isinstance(cfg, dict) else cfg
+        check_targets(cfg, source="SaladModel config")
+        super().__init__(cfg=cfg, trainer=trainer)
+        load = not self._is_model_being_restored()
+        self.llm: MegatronLLM = P.build_llm(cfg.llm, load_weights=load)
+        self.tokenizer = self._setup_tokenizer(cfg)
+        self.encoder = P.build_speech_encoder(cfg.encoder, load_weights=load)
+        self.adapter = safe_instantiate(cfg.adapter, source="model.adapter", in_dim=self.encoder.output_dim,
+                                        out_dim=self.llm.hidden_size)
+        with open_dict(self._cfg):  # what a .nemo stores: architectures written out, no checkpoint paths
+            self._cfg.llm = P.resolved_llm_config(cfg.llm, self.llm)
+            self._cfg.encoder = P.resolved_encoder_config(cfg.encoder, self.encoder)
+        self.teacher_mode = str(cfg.get("teacher", {}).get("mode", "copy"))
+        self.teacher: MegatronLLM | None = None
+        self._setup_teacher_and_training_mode(cfg)
+        self.pad_side = str(cfg.get("splice", {}).get("pad_side", "right"))
+        self.on_bad_sample = str(cfg.get("on_bad_sample", "error"))
+        if self.on_bad_sample not in ("error", "skip"):
+            raise ValueError(f"model.on_bad_sample={self.on_bad_sample!r}; expected 'error' or 'skip'")
+        self.skipped: Counter[str] = Counter()  # reason -> count, for on_bad_sample=skip
+        self._min_samples: int | None = None
+
+    # ------------------------------------------------------------------ construction helpers
+    def _setup_tokenizer(self, cfg: DictConfig):
+        tok = cfg.get("tokenizer") or {}
+        files = dict(tok.get("files") or {})
+        if not files:
+            directory = tok.get("dir") or P.llm_source_dir(cfg.llm.get("pretrained"))
+            if directory is None:
+                raise ValueError("model.tokenizer.dir must be set when model.llm.pretrained is null")
+            files = {n.replace(".", "_"): str(Path(directory) / n) for n in P.TOKENIZER_FILES
+                     if (Path(directory) / n).is_file()}
+            with open_dict(self._cfg):
+                self._cfg.tokenizer = {"dir": None, "files": files}
+        registered = {k: self.register_artifact(f"tokenizer.files.{k}", v) for k, v in files.items()}
+        return P.load_tokenizer(P.gather_tokenizer_files(registered))
+
+    def _setup_teacher_and_training_mode(self, cfg: DictConfig) -> None:
+        if self.teacher_mode not in _TEACHER_MODES:
+            raise ValueError(f"model.teacher.mode={self.teacher_mode!r}; expected one of {_TEACHER_MODES}")
+        llm_cfg = cfg.llm
+        if self.teacher_mode == "copy":
+            self.teacher = MegatronLLM(LLMConfig.from_dict(self._cfg.llm.arch), attention=llm_cfg.get("attention", "sdpa"))
+            self.teacher.load_state_dict(self.llm.state_dict())
+            self.teacher.requires_grad_(False).eval()
+        lora = llm_cfg.get("lora")
+        if lora:
+            apply_lora(self.llm, rank=int(lora.get("rank", 16)), alpha=float(lora.get("alpha", 32)),
+                       targets=tuple(lora.get("targets", ("linear_qkv", "linear_proj", "linear_fc1", "linear_fc2"))),
+                       dropout=float(lora.get("dropout", 0.0)))
+        elif llm_cfg.get("freeze", False):
+            self.llm.requires_grad_(False)
+        if self.teacher_mode == "shared" and not lora and not llm_cfg.get("freeze", False):
+            raise ValueError("model.teacher.mode=shared needs a frozen student LLM (model.llm.freeze=true) or LoRA "
+                             "(model.llm.lora); with full fine-tuning use mode=copy")
+
+    def train(self, mode: bool = True) -> "SaladModel":
+        super().train(mode)
+        if self.teacher is not None:
+            self.teacher.eval()
+        return self
+
+    # ------------------------------------------------------------------ NeMo ModelPT hooks
+    def setup_training_data(self, train_data_config: Any) -> None:
+        """Data comes from :class:`nemo_salad.data.SaladDataModule`, not from the model config."""
+
+    def setup_validation_data(self, val_data_config: Any) -> None:
+        """Data comes from :class:`nemo_salad.data.SaladDataModule`, not from the model config."""
+
+    @classmethod
+    def list_available_models(cls) -> list:
+        return []
+
+    @classmethod
+    def restore_from(cls, restore_path: str, *args: Any, save_restore_connector: Any = None, **kwargs: Any):
+        """``ModelPT.restore_from`` that refuses config targets outside the allowlist (weights_only loading)."""
+        from nemo_salad.parts.nemo_io import SafeSaveRestoreConnector
+
+        return super().restore_from(restore_path, *args, save_restore_connector=save_restore_connector
+                                    or SafeSaveRestoreConnector(), **kwargs)
+
+    # ------------------------------------------------------------------ speech path
+    @property
+    def min_audio_samples(self) -> int:
+        """Fewest audio samples that give one encoder frame."""
+        if self._min_samples is None:
+            self._min_samples = self.encoder.min_samples()
+        return self._min_samples
+
+    def perceive(self, audio: Tensor, audio_lens: Tensor) -> tuple[Tensor, Tensor]:
+        """Encoder + adapter: ``(C, N), (C,) → (C, F, H), (C,)`` speech embeddings in the LLM input space."""
+        feats, lens = self.encoder(audio, audio_lens)
+        return self.adapter(feats, lens)
+
+    def splice_batch(self, batch: dict[str, Any], speech: tuple[Tensor, Tensor] | None = None
+                     ) -> SplicedBatch | None:
+        """Student embeddings and teacher ids for a batch; ``speech`` overrides :meth:`perceive` (test hook).
+
+        With ``on_bad_sample=skip`` an unusable sample (no frames, empty transcript, longer than the LLM
+        context) is dropped, counted in :attr:`skipped` and logged; None is returned if none is left.
+
+        Raises:
+            BadSampleError: with ``on_bad_sample=error``, naming the sample.
+        """
+        if speech is None and batch.get("audio") is not None and batch["audio"].numel():
+            speech = self.perceive(batch["audio"], batch["audio_lens"])
+        frames, lens = speech if speech is not None else (None, None)
+        segments = list(batch["segments"])
+        names = list(batch.get("sample_ids") or [str(i) for i in range(len(segments))])
+        while segments:
+            try:
+                return splice(segments, frames, lens, self.llm.embed, pad_id=self.pad_id, pad_side=self.pad_side,
+                              sample_ids=names, max_len=self.llm.cfg.max_position_embeddings)
+            except BadSampleError as err:
+                if self.on_bad_sample != "skip":
+                    raise
+                i = names.index(err.sample_id)
+                del segments[i], names[i]
+                self.skipped[err.reason] += 1
+                logging.warning(f"skipping {err} ({sum(self.skipped.values())} skipped so far)")
+        return None
+
+    @property
+    def pad_id(self) -> int:
+        pad = self.tokenizer.pad_token_id
+        return int(pad if pad is not None else self.tokenizer.eos_token_id or 0)
+
+    def student_hidden(self, sb: SplicedBatch) -> Tensor:
+        """Student final hidden states ``(B, Ts, H)`` on the interleaved input."""
+        return self.llm.hidden_states(inputs_embeds=sb.inputs_embeds, padding_mask=sb.student_mask)
+
+    def student_text_hidden(self, sb: SplicedBatch) -> Tensor:
+        """Student final hidden states ``(B, Tt, H)`` on the all-text sequence (forgetting, misalignment)."""
+        return self.llm.hidden_states(input_ids=sb.teacher_ids, padding_mask=sb.teacher_mask)
+
+    @torch.no_grad()
+    def teacher_hidden(self, sb: SplicedBatch) -> Tensor:
+        """Teacher final hidden states ``(B, Tt, H)`` on the all-text sequence, without gradients."""
+        if self.teacher_mode == "none":
+            raise RuntimeError("model.teacher.mode=none: this model has no teacher")
+        if self.teacher is not None:
+            return self.teacher.hidden_states(input_ids=sb.teacher_ids, padding_mask=sb.teacher_mask)
+        with lora_disabled(self.llm):
+            return self.llm.hidden_states(input_ids=sb.teacher_ids, padding_mask=sb.teacher_mask)
+
+    def teacher_logits(self, hidden: Tensor) -> Tensor:
+        """Project teacher hidden states to logits (the teacher's own output layer)."""
+        if self.teacher is not None:
+            return self.teacher.logits(hidden)
+        with lora_disabled(self.llm):
+            return self.llm.logits(hidden)
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """Splice, then run student (with grad) and teacher (without) once: the inputs every loss needs."""
+        sb = self.splice_batch(batch)
+        if sb is None:  # every sample skipped
+            return {"spliced": None}
+        out: dict[str, Any] = {"spliced": sb, "student_hidden": self.student_hidden(sb)}
+        if self.teacher_mode != "none":
+            out["teacher_hidden"] = self.teacher_hidden(sb)
+        return out
+
+    # ------------------------------------------------------------------ audio in, embeddings / text out
+    def _audio_batch(self, audios: Sequence[Any], sample_rates: Sequence[int], ids: Sequence[str]
+                     ) -> tuple[Tensor, Tensor]:
+        rows = []
+        for audio, sr, name in zip(audios, sample_rates, ids):
+            problem = audio_problem(audio, sr, self.encoder.sample_rate, self.min_audio_samples)
+            if problem:
+                raise BadSampleError(name, problem)
+            rows.append(to_mono_tensor(audio))
+        lens = torch.tensor([len(r) for r in rows])
+        padded = torch.zeros(len(rows), int(lens.max()))
+        for i, r in enumerate(rows):
+            padded[i, : len(r)] = r
+        return padded.to(self.device), lens.to(self.device)
+
+    @torch.no_grad()
+    def encode_cuts(self, cuts: Sequence[Any]) -> list[Tensor]:
+        """Speech embeddings ``(F_i, H)`` of lhotse cuts (16 kHz mono), in the LLM's input-embedding space."""
+        audio, lens = self._audio_batch([c.load_audio() for c in cuts], [c.sampling_rate for c in cuts],
+                                        [c.id for c in cuts])
+        frames, flens = self.perceive(audio, lens)
+        return [frames[i, : int(n)] for i, n in enumerate(flens)]
+
+    @torch.no_grad()
+    def generate(self, audios: Sequence[Any], sample_rate: int = 16000, prompt: str = "", prefix: str = "",
+                 max_new_tokens: int = 32, ids: Sequence[str] | None = None) -> list[str]:
+        """Greedy decoding from speech: ``[prefix text, speech, prompt text] → continuation``.
+
+        Args:
+            audios: waveforms ``(N,)`` at ``sample_rate``.
+            prompt (str): text after the speech (e.g. a question). prefix (str): text before it.
+            max_new_tokens (int): generation length. Default: 32.
+
+        Raises:
+            BadSampleError: for unusable audio, naming the sample.
+        """
+        names = list(ids) if ids is not None else [f"audio[{i}]" for i in range(len(audios))]
+        audio, lens = self._audio_batch(audios, [sample_rate] * len(audios), names)
+        frames, flens = self.perceive(audio, lens)
+        encode = lambda text: self.tokenizer(text, add_special_tokens=False).input_ids if text else []  # noqa: E731
+        samples = [[Segment("text", encode(prefix)), Segment("speech", [self.pad_id], clip=i),
+                    Segment("text", encode(prompt))] for i in range(len(audios))]
+        samples = [[s for s in sample if s.kind == "speech" or s.ids] for sample in samples]
+        sb = splice(samples, frames, flens, self.llm.embed, self.pad_id, pad_side="left", sample_ids=names)
+        embeds, mask = sb.inputs_embeds, sb.student_mask
+        out = torch.zeros(len(audios), 0, dtype=torch.long, device=embeds.device)
+        for _ in range(max_new_tokens):
+            nxt = self.llm(inputs_embeds=embeds, padding_mask=mask)[:, -1].argmax(-1)  # (B,)
+            out = torch.cat([out, nxt[:, None]], dim=1)
+            embeds = torch.cat([embeds, self.llm.embed(nxt[:, None])], dim=1)
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+        eos = self.tokenizer.eos_token_id
+        texts = []
+        for row in out.tolist():
+            texts.append(self.tokenizer.decode(row[: row.index(eos)] if eos in row else row))
+        return texts

@@ -1,0 +1,176 @@
+"""SaladModel: splice and index map, padding, gradients and frozen parts, .nemo round trip, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from nemo_salad.models.salad import SaladModel
+from nemo_salad.parts.audio_checks import BadSampleError
+from tests.helpers.batches import identity_speech, make_batch
+from tests.helpers.tiny import model_cfg
+
+
+@pytest.fixture(scope="module")
+def model(tiny_tokenizer_dir):
+    torch.manual_seed(0)
+    return SaladModel(model_cfg(tiny_tokenizer_dir)).eval()
+
+
+def _aligned_logits(model, sb):
+    student = model.llm.logits(model.student_hidden(sb).flatten(0, 1)[sb.student_pos])  # (N, V)
+    teacher = model.teacher_logits(model.teacher_hidden(sb).flatten(0, 1)[sb.teacher_pos])
+    return student, teacher
+
+
+@pytest.mark.parametrize("layout", ["prefix", "interleaved"])
+@pytest.mark.parametrize("pad_side", ["left", "right"])
+def test_identity_path_student_equals_teacher(model, layout, pad_side, monkeypatch):
+    monkeypatch.setattr(model, "pad_side", pad_side)
+    batch = make_batch(model.tokenizer, layout)
+    with torch.no_grad():
+        sb = model.splice_batch(batch, speech=identity_speech(model, batch))
+        student, teacher = _aligned_logits(model, sb)
+        n_text = sum(len(s.ids) for segs in batch["segments"] for s in segs if s.kind == "text")
+        n_first = sum(segs[0].kind == "text" for segs in batch["segments"])
+        assert sb.num_targets == n_text - n_first  # every text token with something before it is compared
+        assert torch.allclose(student, teacher, atol=1e-5), (student - teacher).abs().max()
+        # the dense map agrees too: student logits at text positions == teacher logits at their index
+        s_all, t_all = model.llm(inputs_embeds=sb.inputs_embeds, padding_mask=sb.student_mask), None
+        t_all = model.teacher_logits(model.teacher_hidden(sb))
+        b, i = (sb.text_index >= 0).nonzero(as_tuple=True)
+        assert torch.allclose(s_all[b, i], t_all[b, sb.text_index[b, i]], atol=1e-5)
+
+
+def test_real_speech_changes_the_student(model):
+    """Control for the identity test: with encoder frames instead of transcript embeddings they differ."""
+    batch = make_batch(model.tokenizer, "interleaved")
+    with torch.no_grad():
+        student, teacher = _aligned_logits(model, model.splice_batch(batch))
+    assert not torch.allclose(student, teacher, atol=1e-3)
+
+
+@pytest.mark.parametrize("pad_side", ["left", "right"])
+def test_index_map_with_encoder_frames(model, pad_side, monkeypatch):
+    monkeypatch.setattr(model, "pad_side", pad_side)
+    batch = make_batch(model.tokenizer, "interleaved")
+    with torch.no_grad():
+        sb = model.splice_batch(batch)
+        _, frame_lens = model.perceive(batch["audio"], batch["audio_lens"])
+    b, i = (sb.text_index >= 0).nonzero(as_tuple=True)
+    assert torch.equal(sb.teacher_ids[b, sb.text_index[b, i]], sb.student_ids[b, i])
+    assert sb.teacher_mask[b, sb.text_index[b, i]].all()
+    assert torch.equal(sb.student_ids.flatten()[sb.student_pos + 1], sb.targets)
+    assert torch.equal(sb.teacher_ids.flatten()[sb.teacher_pos + 1], sb.targets)
+    assert int(sb.is_speech.sum()) == int(frame_lens.sum())
+    assert not (sb.is_speech & ~sb.student_mask).any() and (sb.text_index[~sb.student_mask] == -1).all()
+    # the first text token after each speech span is predicted from the last speech frame
+    after_speech = sb.is_speech.flatten()[sb.student_pos]
+    assert int(after_speech.sum()) == sum(1 for segs in batch["segments"] for j, s in enumerate(segs[:-1])
+                                          if s.kind == "speech")
+
+
+@pytest.mark.parametrize("pad_side", ["left", "right"])
+def test_padding_is_exact(model, pad_side, monkeypatch):
+    """Each sample's student hidden states are the same alone and inside a padded batch."""
+    monkeypatch.setattr(model, "pad_side", pad_side)
+    batch = make_batch(model.tokenizer, "prefix")
+    with torch.no_grad():
+        sb = model.splice_batch(batch)
+        batched = model.student_hidden(sb)
+        for k in range(len(batch["segments"])):
+            single = dict(batch, segments=[batch["segments"][k]], sample_ids=[batch["sample_ids"][k]])
+            sb1 = model.splice_batch(single)
+            alone = model.student_hidden(sb1)[0]
+            assert torch.allclose(batched[k][sb.student_mask[k]], alone, atol=1e-5)
+
+
+def _kl_loss(model, sb):
+    student, teacher = model.llm.logits(model.student_hidden(sb).flatten(0, 1)[sb.student_pos]), None
+    teacher = model.teacher_logits(model.teacher_hidden(sb).flatten(0, 1)[sb.teacher_pos])
+    return torch.nn.functional.kl_div(student.log_softmax(-1), teacher.log_softmax(-1), log_target=True,
+                                      reduction="batchmean")
+
+
+def _snapshot(module):
+    return {k: v.detach().clone() for k, v in module.state_dict().items() if isinstance(v, torch.Tensor)}
+
+
+@pytest.mark.parametrize("frozen", [False, True], ids=["trainable", "frozen-encoder-and-llm"])
+def test_gradients_and_frozen_parts(tiny_tokenizer_dir, frozen):
+    torch.manual_seed(1)
+    cfg = model_cfg(tiny_tokenizer_dir, **{"encoder.freeze": frozen, "llm.freeze": frozen})
+    model = SaladModel(cfg).train()
+    before = {name: _snapshot(getattr(model, name)) for name in ("encoder", "adapter", "llm", "teacher")}
+    batch = make_batch(model.tokenizer, "interleaved")
+    _kl_loss(model, model.splice_batch(batch)).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.adapter.parameters())
+    assert all(p.grad is None for p in model.teacher.parameters())
+    enc_grads = [p.grad for p in model.encoder.parameters()]
+    if frozen:
+        assert all(g is None for g in enc_grads) and all(p.grad is None for p in model.llm.parameters())
+    else:
+        assert sum(int(g is not None and g.abs().sum() > 0) for g in enc_grads) > 0.9 * len(enc_grads)
+    torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1).step()
+    after = {name: _snapshot(getattr(model, name)) for name in before}
+    changed = {name: any(not torch.equal(before[name][k], after[name][k]) for k in before[name]) for name in before}
+    assert changed["adapter"] and not changed["teacher"]
+    assert changed["encoder"] != frozen and changed["llm"] != frozen  # incl. BatchNorm running statistics
+
+
+def test_paper_adapter_has_about_122m_parameters():
+    from omegaconf import OmegaConf
+
+    from nemo_salad.parts.safe_config import safe_instantiate
+    from tests.helpers.tiny import CONF
+
+    cfg = OmegaConf.load(CONF / "model" / "adapter" / "paper.yaml")
+    adapter = safe_instantiate(cfg, in_dim=512, out_dim=2048)  # FastConformer-large width -> Qwen2.5-3B width
+    n = sum(p.numel() for p in adapter.parameters())
+    w, f, d = 960, 2560, 64  # independent count: q(15 heads) + kv(2x5 heads) + o + SwiGLU + 2 norms, 12 layers
+    per_layer = w * (15 + 10) * d + 15 * d * w + 3 * w * f + 2 * w
+    assert n == 12 * per_layer + w + (512 * w + w) + (w * 2048 + 2048)
+    assert abs(n - 122e6) / 122e6 < 0.05, n
+
+
+def test_generate_is_greedy_decoding(model):
+    audio = [0.1 * torch.randn(12000, generator=torch.Generator().manual_seed(3)).numpy()]
+    text = model.generate(audio, prompt=" the", max_new_tokens=5)
+    with torch.no_grad():  # reference: the same loop written out
+        frames, lens = model.perceive(torch.as_tensor(audio[0])[None], torch.tensor([12000]))
+        prompt = torch.tensor(model.tokenizer(" the", add_special_tokens=False).input_ids)
+        x = torch.cat([frames[0, : int(lens[0])], model.llm.embed(prompt)])[None]
+        out = []
+        for _ in range(5):
+            nxt = model.llm(inputs_embeds=x)[0, -1].argmax()
+            out.append(int(nxt))
+            x = torch.cat([x, model.llm.embed(nxt.view(1, 1))], dim=1)
+    eos = model.tokenizer.eos_token_id
+    assert text == [model.tokenizer.decode(out[: out.index(eos)] if eos in out else out)]
+
+
+@pytest.mark.parametrize("audio,rate,expected", [
+    (np.zeros(0, np.float32), 16000, "audio is empty"),
+    (np.zeros(100, np.float32), 16000, "shorter than one encoder frame"),
+    (np.zeros(16000, np.float32), 8000, "sample rate is 8000 Hz, expected 16000 Hz"),
+    (np.zeros((2, 16000), np.float32), 16000, "2 channels, expected mono"),
+])
+def test_bad_audio_names_the_sample(model, audio, rate, expected):
+    with pytest.raises(BadSampleError, match=rf"sample 'clip-7': .*{expected}"):
+        if rate == 16000:  # the bad sample is found among good ones
+            model.generate([np.zeros(16000, np.float32), audio], sample_rate=rate, ids=["ok", "clip-7"])
+        else:
+            model.generate([audio], sample_rate=rate, ids=["clip-7"])
+
+
+def test_too_long_sequence_is_an_error_or_a_counted_skip(model, monkeypatch):
+    batch = make_batch(model.tokenizer, "prefix")
+    long_ids = [5] * (model.llm.cfg.max_position_embeddings + 1)
+    batch["segments"][1][-1].ids = long_ids
+    with pytest.raises(BadSampleError, match=r"sample 's1': sequence of \d+ student / \d+ teacher positions exceeds"):
+        model.splice_batch(batch)
+    monkeypatch.setattr(model, "on_bad_sample", "skip")
+    monkeypatch.setattr(model, "skipped", type(model.skipped)())
+    sb = model.splice_batch(batch)
+    assert sb.sample_ids == ["s0", "s2", "s3"] and sum(model.skipped.values()) == 1

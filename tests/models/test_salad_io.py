@@ -1,0 +1,137 @@
+"""SaladModel persistence and teacher modes: .nemo round trip without the original checkpoints, the real
+user path with tiny stand-ins (HF LLM directory + pretrained FastConformer .nemo), LoRA with a shared
+teacher, and refusal of unsafe config targets."""
+
+from __future__ import annotations
+
+import shutil
+import tarfile
+
+import pytest
+import torch
+import yaml
+
+from nemo_salad.models.salad import SaladModel
+from nemo_salad.parts.safe_config import UnsafeTargetError
+from tests.helpers.asr import save_tiny_asr_nemo
+from tests.helpers.batches import make_batch
+from tests.helpers.hf_models import save_hf_model
+from tests.helpers.tiny import make_tokenizer, model_cfg
+
+
+def _logits(model, batch):
+    with torch.no_grad():
+        sb = model.splice_batch(batch)
+        return model.llm.logits(model.student_hidden(sb)), model.teacher_logits(model.teacher_hidden(sb))
+
+
+@pytest.fixture(scope="module")
+def real_path_sources(tmp_path_factory):
+    """A tiny Qwen2 HF directory (with tokenizer files) and a tiny FastConformer CTC .nemo."""
+    root = tmp_path_factory.mktemp("sources")
+    hf_dir = root / "qwen2"
+    save_hf_model("qwen2-bias-tied", hf_dir)
+    make_tokenizer(root / "tok")
+    for f in (root / "tok").iterdir():
+        shutil.copy(f, hf_dir / f.name)
+    return hf_dir, save_tiny_asr_nemo(root / "asr.nemo")
+
+
+def test_real_user_path_with_stand_ins_round_trips_without_sources(real_path_sources, tmp_path):
+    hf_dir, asr = real_path_sources
+    src = tmp_path / "src"
+    shutil.copytree(hf_dir, src / "qwen2")
+    shutil.copy(asr, src / "asr.nemo")
+    cfg = model_cfg(None, llm="qwen2.5_3b", encoder="fastconformer_pretrained", adapter="mlp",
+                    **{"llm.pretrained": str(src / "qwen2"), "llm.arch": None,
+                       "encoder.pretrained": str(src / "asr.nemo")})
+    torch.manual_seed(0)
+    model = SaladModel(cfg).eval()
+    assert model.llm.cfg.family == "qwen2" and model.llm.cfg.qkv_bias and model.encoder.output_dim == 48
+    assert model.encoder.frozen and all(not p.requires_grad for p in model.encoder.parameters())
+    batch = make_batch(model.tokenizer, "interleaved")
+    before = _logits(model, batch)
+    model.save_to(str(tmp_path / "salad.nemo"))
+    shutil.rmtree(src)  # restoring must not need the original checkpoints
+    restored = SaladModel.restore_from(str(tmp_path / "salad.nemo"), map_location="cpu").eval()
+    after = _logits(restored, batch)
+    assert torch.equal(before[0], after[0]) and torch.equal(before[1], after[1])
+    assert restored.tokenizer("the cat").input_ids == model.tokenizer("the cat").input_ids
+    assert restored.cfg.llm.pretrained is None and restored.cfg.encoder.pretrained is None
+
+
+def test_pretrained_llm_weights_are_the_hf_weights(real_path_sources):
+    """The student and the teacher copy start from the Hugging Face model: same logits as transformers."""
+    from transformers import AutoModelForCausalLM
+
+    hf_dir, _ = real_path_sources
+    model = SaladModel(model_cfg(None, llm="qwen2.5_3b", **{"llm.pretrained": str(hf_dir), "llm.arch": None})).eval()
+    ref = AutoModelForCausalLM.from_pretrained(str(hf_dir)).eval()
+    ids = torch.randint(0, 120, (2, 9), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        for llm in (model.llm, model.teacher):
+            assert (llm(input_ids=ids) - ref(ids).logits).abs().max() < 1e-4
+
+
+def test_recipe_architecture_is_checked_against_the_checkpoint(real_path_sources):
+    hf_dir, _ = real_path_sources
+    with pytest.raises(ValueError, match=r"config\.json does not describe the architecture model\.llm\.arch names: "
+                                         r".*hidden_size: found 64, expected 2048"):
+        SaladModel(model_cfg(None, llm="qwen2.5_3b", **{"llm.pretrained": str(hf_dir)}))
+
+
+def test_lora_with_shared_teacher(tiny_tokenizer_dir):
+    torch.manual_seed(2)
+    shared = SaladModel(model_cfg(tiny_tokenizer_dir, teacher="shared", **{"llm.lora": {"rank": 4, "alpha": 8}}))
+    copy = SaladModel(model_cfg(tiny_tokenizer_dir, teacher="copy"))
+    assert shared.teacher is None
+    n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert n(copy) - n(shared) > 0.9 * n(copy.llm)  # no second LLM in memory
+    batch = make_batch(shared.tokenizer, "prefix")
+    _, teacher_before = _logits(shared, batch)
+    trainable = [name for name, p in shared.llm.named_parameters() if p.requires_grad]
+    assert trainable and all(".lora." in name for name in trainable)
+    sb = shared.splice_batch(batch)
+    student = shared.llm.logits(shared.student_hidden(sb).flatten(0, 1)[sb.student_pos])
+    torch.nn.functional.cross_entropy(student, sb.targets).backward()
+    torch.optim.SGD([p for p in shared.parameters() if p.requires_grad], lr=1.0).step()
+    _, teacher_after = _logits(shared, batch)
+    assert torch.equal(teacher_before, teacher_after)  # teacher = original weights, LoRA off
+    with torch.no_grad():
+        changed = shared.llm.logits(shared.student_hidden(sb).flatten(0, 1)[sb.student_pos])
+    assert not torch.allclose(changed, student)  # while the student moved
+
+
+def test_shared_teacher_needs_frozen_llm_or_lora(tiny_tokenizer_dir):
+    with pytest.raises(ValueError, match="teacher.mode=shared needs a frozen student LLM"):
+        SaladModel(model_cfg(tiny_tokenizer_dir, teacher="shared"))
+
+
+@pytest.mark.parametrize("adapter", ["mlp", "conformer", "causal_tiny"])
+def test_every_adapter_config_trains(tiny_tokenizer_dir, adapter):
+    extra = {"adapter.d_model": 32, "adapter.n_heads": 2, "adapter.num_layers": 1} if adapter == "conformer" else {}
+    model = SaladModel(model_cfg(tiny_tokenizer_dir, adapter=adapter, **extra))
+    sb = model.splice_batch(make_batch(model.tokenizer, "interleaved"))
+    loss = torch.nn.functional.cross_entropy(model.llm.logits(model.student_hidden(sb).flatten(0, 1)[sb.student_pos]),
+                                             sb.targets)
+    loss.backward()
+    assert all(p.grad is not None for p in model.adapter.parameters())
+
+
+def test_restore_refuses_unsafe_targets(tiny_tokenizer_dir, tmp_path):
+    model = SaladModel(model_cfg(tiny_tokenizer_dir, adapter="mlp"))
+    good = tmp_path / "good.nemo"
+    model.save_to(str(good))
+    unpacked = tmp_path / "unpacked"
+    with tarfile.open(good) as tar:
+        tar.extractall(unpacked, filter="data")
+    cfg_file = next(unpacked.rglob("model_config.yaml"))
+    cfg = yaml.safe_load(cfg_file.read_text())
+    cfg["adapter"]["_target_"] = "os.system"
+    cfg_file.write_text(yaml.safe_dump(cfg))
+    bad = tmp_path / "bad.nemo"
+    with tarfile.open(bad, "w") as tar:
+        for f in unpacked.rglob("*"):
+            tar.add(f, arcname=str(f.relative_to(unpacked)))
+    with pytest.raises(UnsafeTargetError, match=r"bad\.nemo: refusing to instantiate adapter\._target_='os\.system'"):
+        SaladModel.restore_from(str(bad), map_location="cpu")
