@@ -1,0 +1,102 @@
+"""The two factors of the text–speech gap, per token (paper Eqs. 2–3).
+
+* Forgetting ``F = KL(teacher on text ‖ student on text)`` — how far the adapted LLM has drifted from the
+  original on pure text, at every next-token position of the all-text sequence.
+* Misalignment ``M = KL(student on text ‖ student on speech)`` — how differently the student predicts the
+  same next text token from the speech context and from the equivalent text context, at the positions where
+  the student on speech predicts a text token.
+
+Both are averaged over tokens (the paper writes sums; averages compare across data sizes). The reference
+distribution is the first argument of each KL. Legend: ``B`` samples, ``T`` positions, ``H`` width.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from nemo_salad.losses.fused import chunked_divergence
+
+__all__ = ["GapStats", "gap_stats", "next_token_positions"]
+
+
+@dataclass
+class GapStats:
+    """Running sums of per-token forgetting and misalignment."""
+
+    forgetting_sum: float = 0.0
+    forgetting_tokens: int = 0
+    misalignment_sum: float = 0.0
+    misalignment_tokens: int = 0
+
+    def __iadd__(self, other: "GapStats") -> "GapStats":
+        self.forgetting_sum += other.forgetting_sum
+        self.forgetting_tokens += other.forgetting_tokens
+        self.misalignment_sum += other.misalignment_sum
+        self.misalignment_tokens += other.misalignment_tokens
+        return self
+
+    @property
+    def forgetting(self) -> float:
+        return self.forgetting_sum / max(self.forgetting_tokens, 1)
+
+    @property
+    def misalignment(self) -> float:
+        return self.misalignment_sum / max(self.misalignment_tokens, 1)
+
+    def as_dict(self) -> dict[str, float | int]:
+        """``{"forgetting", "misalignment", "forgetting_tokens", "misalignment_tokens"}``.
+
+        >>> GapStats(1.0, 4, 3.0, 2).as_dict()["misalignment"]
+        1.5
+        """
+        return {"forgetting": self.forgetting, "misalignment": self.misalignment,
+                "forgetting_tokens": self.forgetting_tokens, "misalignment_tokens": self.misalignment_tokens}
+
+
+def next_token_positions(mask: Tensor) -> Tensor:
+    """Flat indices into ``mask.flatten()`` of positions whose next position is also real: ``(B, T) → (K,)``.
+
+    >>> next_token_positions(torch.tensor([[False, True, True, True], [True, True, False, False]])).tolist()
+    [1, 2, 4]
+    """
+    both = mask[:, :-1] & mask[:, 1:]  # (B, T-1)
+    b, t = both.nonzero(as_tuple=True)
+    return b * mask.shape[1] + t
+
+
+@torch.no_grad()
+def gap_stats(model: Any, batch: dict[str, Any], chunk_size: int = 1024,
+              speech: tuple[Tensor, Tensor] | None = None) -> GapStats:
+    """Forgetting and misalignment sums of one batch of paired speech/text.
+
+    Args:
+        model (SaladModel): needs a teacher (``teacher.mode`` copy or shared) for forgetting.
+        batch (dict): a model batch (see :class:`~nemo_salad.models.SaladModel`).
+        chunk_size (int): positions per chunk of the vocabulary projection. Default: 1024.
+        speech (tuple | None): precomputed ``(frames, lens)`` instead of the model's encoder + adapter.
+
+    Returns:
+        GapStats: forgetting over every next-token position of the all-text sequences, misalignment over the
+        student's text predictions on speech.
+    """
+    sb = model.splice_batch(batch, speech=speech)
+    if sb is None:
+        return GapStats()
+    w = model.llm.output_weight
+    text_hidden = model.student_text_hidden(sb).flatten(0, 1)  # (B*Tt, H) student on text
+    stats = GapStats()
+    if sb.num_targets:
+        speech_hidden = model.student_hidden(sb).flatten(0, 1)[sb.student_pos]  # (N, H) student on speech
+        m = chunked_divergence(speech_hidden, w, text_hidden[sb.teacher_pos], w, chunk_size=chunk_size)
+        stats.misalignment_sum, stats.misalignment_tokens = float(m.double().sum()), int(m.numel())
+    if model.teacher_mode != "none":
+        pos = next_token_positions(sb.teacher_mask)
+        teacher_hidden = model.teacher_hidden(sb).flatten(0, 1)[pos]
+        t_weight = model.teacher.output_weight if model.teacher is not None else w
+        f = chunked_divergence(text_hidden[pos], w, teacher_hidden, t_weight, chunk_size=chunk_size)
+        stats.forgetting_sum, stats.forgetting_tokens = float(f.double().sum()), int(f.numel())
+    return stats
