@@ -24,6 +24,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import Tensor
 
 from nemo_salad.llm import LLMConfig, MegatronLLM
+from nemo_salad.losses import DistillationLoss, LossOutput
+from nemo_salad.metrics import GapStats, gap_stats
 from nemo_salad.modules.lora import apply_lora, lora_disabled
 from nemo_salad.modules.splice import Segment, SplicedBatch, splice
 from nemo_salad.parts import pretrained as P
@@ -68,7 +70,17 @@ class SaladModel(ModelPT):
         if self.on_bad_sample not in ("error", "skip"):
             raise ValueError(f"model.on_bad_sample={self.on_bad_sample!r}; expected 'error' or 'skip'")
         self.skipped: Counter[str] = Counter()  # reason -> count, for on_bad_sample=skip
+        self.data_skipped = 0  # samples the data pipeline dropped (reasons are logged where they happen)
         self._min_samples: int | None = None
+        loss_cfg = dict(cfg.get("loss") or {})
+        self.loss = DistillationLoss(alpha=float(loss_cfg.get("alpha", 1.0)),
+                                     direction=loss_cfg.get("direction", "forward"),
+                                     temperature=float(loss_cfg.get("temperature", 1.0)),
+                                     chunk_size=int(loss_cfg.get("chunk_size", 1024)))
+        if self.loss.alpha > 0 and self.teacher_mode == "none":
+            raise ValueError("model.loss.alpha > 0 (distillation) needs a teacher: set model.teacher.mode to copy or "
+                             "shared, or alpha to 0")
+        self._val_gap = GapStats()
 
     # ------------------------------------------------------------------ construction helpers
     def _setup_tokenizer(self, cfg: DictConfig):
@@ -209,6 +221,53 @@ class SaladModel(ModelPT):
         if self.teacher_mode != "none":
             out["teacher_hidden"] = self.teacher_hidden(sb)
         return out
+
+    # ------------------------------------------------------------------ training
+    def compute_loss(self, batch: dict[str, Any]) -> LossOutput | None:
+        """α·KD + (1−α)·NLL at every student position whose next token is text; None if nothing to learn."""
+        sb = self.splice_batch(batch)
+        if sb is None or sb.num_targets == 0:
+            return None
+        student = self.student_hidden(sb).flatten(0, 1)[sb.student_pos]  # (N, H)
+        teacher = t_weight = None
+        if self.loss.alpha > 0:
+            teacher = self.teacher_hidden(sb).flatten(0, 1)[sb.teacher_pos]
+            t_weight = self.teacher.output_weight if self.teacher is not None else self.llm.output_weight.detach()
+        return self.loss(student, self.llm.output_weight, teacher, t_weight, sb.targets)
+
+    def _count_data_skips(self, batch: dict[str, Any]) -> None:
+        self.data_skipped += len(batch.get("skipped") or [])
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor | None:
+        self._count_data_skips(batch)
+        out = self.compute_loss(batch)
+        n = len(batch["segments"])
+        self.log("train/skipped", float(self.data_skipped + sum(self.skipped.values())), batch_size=max(n, 1))
+        if out is None:
+            return None
+        self.log_dict({"train/loss": out.loss.detach(), "train/kd": out.kd, "train/nll": out.nll,
+                       "train/tokens": float(out.num_tokens)}, prog_bar=False, batch_size=n)
+        self.log("loss", out.loss.detach(), prog_bar=True, logger=False, batch_size=n)
+        return out.loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        out = self.compute_loss(batch)
+        if out is not None:
+            n = len(batch["segments"])
+            self.log_dict({"val/loss": out.loss, "val/kd": out.kd, "val/nll": out.nll}, batch_size=n)
+        self._val_gap += gap_stats(self, batch)
+
+    def on_validation_epoch_end(self) -> None:
+        stats, self._val_gap = self._val_gap, GapStats()
+        if stats.misalignment_tokens or stats.forgetting_tokens:
+            self.log_dict({"val/misalignment": stats.misalignment, "val/forgetting": stats.forgetting},
+                          prog_bar=True)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        from nemo_salad.parts.optim import build_optimizer
+
+        optim = OmegaConf.to_container(self.cfg.optim, resolve=True) if self.cfg.get("optim") else {}
+        return build_optimizer(self, optim, self.trainer.max_steps if self.trainer is not None else -1)
 
     # ------------------------------------------------------------------ audio in, embeddings / text out
     def _audio_batch(self, audios: Sequence[Any], sample_rates: Sequence[int], ids: Sequence[str]

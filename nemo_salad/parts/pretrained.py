@@ -4,7 +4,7 @@ Config conventions (``model.llm`` / ``model.encoder``)::
 
     llm:
       pretrained: smollm2        # "smollm2" (embedded offline default), a Hugging Face directory, or null
-      arch: null                 # preset name or LLMConfig dict; required when pretrained is null
+      arch: null                 # preset name, {preset: name, **overrides}, or an LLMConfig mapping
       attention: sdpa
     encoder:
       pretrained: null           # a .nemo path or NeMo model name; null builds preprocessor/encoder below
@@ -55,7 +55,10 @@ def _arch(cfg: dict) -> LLMConfig:
     if arch is None:
         raise ValueError("model.llm: set `pretrained` (smollm2 or a Hugging Face directory) or `arch` (a preset name "
                          "or an LLMConfig mapping)")
-    return LLMConfig.preset(arch) if isinstance(arch, str) else LLMConfig.from_dict(arch)
+    if isinstance(arch, str):
+        return LLMConfig.preset(arch)
+    arch = dict(arch)
+    return LLMConfig.preset(arch.pop("preset"), **arch) if "preset" in arch else LLMConfig.from_dict(arch)
 
 
 def _check_expected_arch(expected: LLMConfig, found: LLMConfig, source: Path) -> None:

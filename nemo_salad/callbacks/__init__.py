@@ -1,0 +1,5 @@
+"""Lightning callbacks."""
+
+from nemo_salad.callbacks.gap_report import GapReport
+
+__all__ = ["GapReport"]

@@ -1,0 +1,66 @@
+"""Report distillation loss, forgetting F and misalignment M on held-out data: before training and after
+every validation, as a log line (and as logged metrics ``val/*``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from nemo.utils import logging
+
+from nemo_salad.metrics import GapStats, gap_stats
+
+__all__ = ["GapReport"]
+
+
+class GapReport(pl.Callback):
+    """Measure held-out F, M and distillation loss at the start of training and log each validation's values.
+
+    Args:
+        at_start (bool): measure before the first step (skipped when resuming). Default: True.
+    """
+
+    def __init__(self, at_start: bool = True) -> None:
+        self.at_start = at_start
+        self.history: list[dict[str, float]] = []
+
+    @torch.no_grad()
+    def measure(self, trainer: pl.Trainer, model: Any) -> dict[str, float]:
+        """One pass over the validation data: mean KD loss per token, F and M."""
+        loaders = trainer.datamodule.val_dataloader() if trainer.datamodule is not None else []
+        loaders = loaders if isinstance(loaders, list) else [loaders]
+        was_training = model.training
+        model.eval()
+        stats, kd_sum, kd_tokens = GapStats(), 0.0, 0
+        for loader in loaders:
+            for batch in loader:
+                batch = model.transfer_batch_to_device(batch, model.device, 0)
+                out = model.compute_loss(batch)
+                if out is not None:
+                    kd_sum += float(out.kd) * out.num_tokens
+                    kd_tokens += out.num_tokens
+                stats += gap_stats(model, batch)
+        model.train(was_training)
+        return {"kd": kd_sum / max(kd_tokens, 1), **{k: float(v) for k, v in stats.as_dict().items()}}
+
+    def _report(self, step: int, values: dict[str, float]) -> None:
+        self.history.append({"step": step, **values})
+        logging.info(f"[gap] step {step}: distillation loss {values['kd']:.4f}  forgetting F {values['forgetting']:.4f}"
+                     f"  misalignment M {values['misalignment']:.4f}")
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        if self.at_start and trainer.global_step == 0:
+            values = self.measure(trainer, pl_module)
+            self._report(0, values)
+            for logger in trainer.loggers:
+                logger.log_metrics({f"val/{k}": v for k, v in values.items()}, step=0)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        if trainer.sanity_checking:
+            return
+        metrics = trainer.callback_metrics
+        if "val/misalignment" in metrics:
+            self._report(trainer.global_step, {"kd": float(metrics.get("val/kd", float("nan"))),
+                                               "forgetting": float(metrics["val/forgetting"]),
+                                               "misalignment": float(metrics["val/misalignment"])})

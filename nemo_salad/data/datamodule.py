@@ -1,0 +1,144 @@
+"""Lightning DataModule: weighted training sources, a validation set of paired speech/text, resumable.
+
+Config (``data`` section)::
+
+    sources:                 # training mixture; each batch comes from one source, drawn ∝ weight
+      - {name: speech, shar: /data/speech_shar, weight: 2}
+      - {name: text_replay, texts: /data/replay.jsonl, weight: 1}
+    validation: {shar: /data/val_shar, max_cuts: 200}
+    layout: {kind: interleaved, text_words: [10, 30], speech_words: [5, 15]}
+    batch_duration: 60       # seconds of audio (or reading time) per batch
+    num_buckets: 4
+    max_duration: 30         # longer utterances are skipped and counted
+    num_workers: 1
+    seed: 0
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning.pytorch as pl
+from lhotse import CutSet
+from lhotse.dataset import DynamicBucketingSampler, SimpleCutSampler
+from nemo.utils import logging
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader
+
+from nemo_salad.data.dataset import SaladDataset
+from nemo_salad.data.layout import LayoutConfig
+from nemo_salad.data.sampler import MixtureSampler
+from nemo_salad.data.sources import load_source
+
+__all__ = ["SaladDataModule"]
+
+
+def _plain(cfg: Any) -> dict:
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg or {})
+
+
+class SaladDataModule(pl.LightningDataModule):
+    """Training mixture + validation data for :class:`~nemo_salad.models.SaladModel`.
+
+    Args:
+        cfg: the ``data`` section.
+        tokenizer: the model's tokenizer.
+        min_samples (int): fewest samples of a speech span (the model's ``min_audio_samples``). Default: 160.
+    """
+
+    def __init__(self, cfg: Any, tokenizer: Any, min_samples: int = 160) -> None:
+        super().__init__()
+        self.cfg = _plain(cfg)
+        layout = dict(self.cfg.get("layout") or {})
+        for key in ("text_words", "speech_words", "prefix_speech_fraction"):
+            if key in layout:
+                layout[key] = tuple(layout[key])
+        self.layout = LayoutConfig(**layout)
+        self.tokenizer, self.min_samples = tokenizer, min_samples
+        self.seed = int(self.cfg.get("seed", 0))
+        self.mixture = MixtureSampler(self._make_sampler, seed=self.seed)
+        self._resume_state: dict[str, Any] | None = None
+        self._prepared = False
+
+    # ------------------------------------------------------------------ construction
+    def _make_sampler(self, cuts: CutSet, seed: int) -> DynamicBucketingSampler:
+        return DynamicBucketingSampler(cuts, max_duration=float(self.cfg.get("batch_duration", 60.0)),
+                                       num_buckets=int(self.cfg.get("num_buckets", 4)), shuffle=True, seed=seed,
+                                       buffer_size=int(self.cfg.get("buffer_size", 2000)),
+                                       num_cuts_for_bins_estimate=int(self.cfg.get("bins_estimate_cuts", 2000)))
+
+    def dataset(self, seed_offset: int = 0) -> SaladDataset:
+        return SaladDataset(self.tokenizer, self.layout, min_samples=self.min_samples,
+                            max_duration=float(self.cfg.get("max_duration", 40.0)),
+                            max_text_tokens=int(self.cfg.get("max_text_tokens", 512)), seed=self.seed + seed_offset)
+
+    def prepare_data(self) -> None:
+        """Build cached corpora (the embedded demo) once, before any source is read."""
+        demo = self.cfg.get("demo")
+        if demo:
+            from nemo_salad.data.demo import prepare_demo
+
+            prepare_demo(demo)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self._prepared:
+            return
+        self.prepare_data()
+        for entry in self.cfg.get("sources") or []:
+            self.mixture.add_source(entry["name"], load_source(entry, self.cfg.get("demo")), float(entry.get("weight", 1)),
+                                    origin={k: v for k, v in entry.items() if k != "weight"})
+        if self._resume_state is not None:
+            self._resume(self._resume_state)
+        self._prepared = True
+
+    def add_training_source(self, name: str, cuts: CutSet, weight: float, origin: Any = None) -> None:
+        """Add data to the training mixture while training runs (next batch on). ``origin`` (e.g.
+        ``{"shar": dir}``) lets a resumed run rebuild the source; without it the source is not resumable."""
+        self.mixture.add_source(name, cuts, weight, origin=origin)
+
+    # ------------------------------------------------------------------ loaders
+    def train_dataloader(self) -> DataLoader:
+        self.setup("fit")
+        workers = int(self.cfg.get("num_workers", 1))
+        return DataLoader(self.dataset(), sampler=self.mixture, batch_size=None, num_workers=workers,
+                          persistent_workers=False, prefetch_factor=2 if workers else None)
+
+    def val_dataloader(self) -> DataLoader | list:
+        val = self.cfg.get("validation")
+        if not val:
+            return []
+        cuts = load_source(val, self.cfg.get("demo"))
+        if val.get("max_cuts"):
+            cuts = cuts.subset(first=int(val["max_cuts"]))
+        sampler = SimpleCutSampler(cuts, max_duration=float(self.cfg.get("batch_duration", 60.0)), shuffle=False)
+        return DataLoader(self.dataset(seed_offset=1), sampler=sampler, batch_size=None, num_workers=0)
+
+    # ------------------------------------------------------------------ resume
+    def state_dict(self) -> dict[str, Any]:
+        consumed = 0
+        if self.trainer is not None:
+            consumed = int(self.trainer.fit_loop.epoch_loop.batch_progress.total.processed)
+        return {"mixture": self.mixture.state_dict(consumed)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._resume_state = state["mixture"]
+        if self._prepared:
+            self._resume(self._resume_state)
+
+    def _resume(self, state: dict[str, Any]) -> None:
+        self._restore_added_sources(state)
+        self.mixture.resume(state)
+        logging.info(f"data: resuming the training stream after {state['consumed']} consumed batches "
+                     f"(sources {[s['name'] for s in state['sources']]})")
+
+    def _restore_added_sources(self, state: dict[str, Any]) -> None:
+        have = {s.name for s in self.mixture.sources}
+        for saved in state["sources"]:
+            if saved["name"] in have:
+                continue
+            if not saved.get("origin"):
+                raise ValueError(f"cannot resume: training source {saved['name']!r} was added during the run without "
+                                 "an origin to rebuild it from")
+            entry = {**saved["origin"], "name": saved["name"]}
+            self.mixture.add_source(saved["name"], load_source(entry, self.cfg.get("demo")), float(saved["weight"]),
+                                    origin=saved["origin"])

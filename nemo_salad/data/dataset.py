@@ -1,0 +1,130 @@
+"""Collate lhotse cuts into SaladModel batches: speech/text segments, audio clips, and counted skips.
+
+A cut with a recording is a speech utterance: its words are planned into speech and text spans
+(:mod:`nemo_salad.data.layout`), the audio of each speech span is cut out, and each span's text is tokenized
+on its own (later spans with a leading space) so that the teacher's all-text sequence is exactly the
+concatenation of the span tokens. A cut without a recording is a text-replay item: one text segment.
+
+Unusable cuts never stop training: a missing or unreadable audio file, an empty transcript, audio longer than
+``max_duration``, too few words, or a span shorter than one encoder frame is skipped, logged with the cut id and
+the audio file, and returned in ``batch["skipped"]`` for the model to count.
+
+Batch legend: ``C`` speech clips (one per speech span), ``N`` samples of the longest clip.
+"""
+
+from __future__ import annotations
+
+import random
+import zlib
+from typing import Any
+
+import torch
+from lhotse import CutSet
+from nemo.utils import logging
+
+from nemo_salad.data.layout import LayoutConfig, plan_spans, word_timings
+from nemo_salad.modules.splice import Segment
+from nemo_salad.parts.audio_checks import audio_problem
+
+__all__ = ["SaladDataset", "SkipSample"]
+
+
+class SkipSample(Exception):
+    """Raised while building one sample; the sample is skipped with this reason."""
+
+
+def _audio_file(cut: Any) -> str:
+    try:
+        return ", ".join(str(s.source) for s in cut.recording.sources)
+    except AttributeError:
+        return "<no recording>"
+
+
+class SaladDataset(torch.utils.data.Dataset):
+    """``__getitem__(cuts) -> batch dict`` for :class:`~nemo_salad.models.SaladModel` (lhotse map-style).
+
+    Args:
+        tokenizer: a ``transformers`` tokenizer.
+        layout (LayoutConfig): how utterances become segments.
+        sample_rate (int): the encoder's rate; other rates are resampled. Default: 16000.
+        min_samples (int): fewest samples a speech span may have (one encoder frame). Default: 160.
+        max_duration (float): longer utterances are skipped. Default: 40.0.
+        max_text_tokens (int): text-replay items are truncated to this many tokens. Default: 512.
+        seed (int): layout randomness is seeded from ``(seed, cut id)``. Default: 0.
+
+    Returns (per batch): ``audio (C, N)``, ``audio_lens (C,)``, ``segments`` (per sample), ``sample_ids``,
+    ``skipped`` (list of ``(cut id, reason)``).
+    """
+
+    def __init__(self, tokenizer: Any, layout: LayoutConfig | None = None, sample_rate: int = 16000,
+                 min_samples: int = 160, max_duration: float = 40.0, max_text_tokens: int = 512, seed: int = 0) -> None:
+        self.tokenizer = tokenizer
+        self.layout = layout or LayoutConfig()
+        self.sample_rate, self.min_samples = sample_rate, min_samples
+        self.max_duration, self.max_text_tokens, self.seed = max_duration, max_text_tokens, seed
+
+    def _encode(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False).input_ids
+
+    def _rng(self, cut_id: str) -> random.Random:
+        return random.Random(zlib.crc32(f"{self.seed}:{cut_id}".encode()))
+
+    def _text_sample(self, cut: Any) -> list[Segment]:
+        text = " ".join((s.text or "") for s in cut.supervisions).strip()
+        if not text:
+            raise SkipSample("empty text")
+        return [Segment("text", self._encode(text)[: self.max_text_tokens])]
+
+    def _speech_sample(self, cut: Any, clips: list[torch.Tensor]) -> list[Segment]:
+        if not cut.supervisions or not (cut.supervisions[0].text or "").strip():
+            raise SkipSample("empty transcript")
+        if cut.duration > self.max_duration:
+            raise SkipSample(f"audio is {cut.duration:.1f} s, longer than max_duration={self.max_duration} s")
+        words = word_timings(cut, self.layout.alignment_fallback)
+        if words is None:
+            raise SkipSample("no word alignment (layout.alignment_fallback=skip)")
+        if len(words) < self.layout.min_words:
+            raise SkipSample(f"{len(words)} word(s), fewer than layout.min_words={self.layout.min_words}")
+        words = words[: self.layout.max_words]
+        if cut.sampling_rate != self.sample_rate:
+            cut = cut.resample(self.sample_rate)
+        try:
+            audio = torch.as_tensor(cut.load_audio())  # (channels, samples)
+        except Exception as exc:  # missing file, corrupt data: any loader error means "unreadable"
+            raise SkipSample(f"cannot read audio {_audio_file(cut)}: {type(exc).__name__}: {exc}") from exc
+        problem = audio_problem(audio, self.sample_rate, self.sample_rate, self.min_samples)
+        if problem:
+            raise SkipSample(f"{problem} ({_audio_file(cut)})")
+        audio = audio.reshape(-1)
+        segments, new_clips = [], []
+        for j, span in enumerate(plan_spans(words, self.layout, self._rng(cut.id))):
+            ids = self._encode((" " if j else "") + span.text)
+            if span.kind == "speech":
+                a, b = round(span.start * self.sample_rate), round(span.end * self.sample_rate)
+                clip = audio[a:b]
+                if clip.numel() < self.min_samples:
+                    raise SkipSample(f"speech span {span.text!r} has {clip.numel()} samples, fewer than one encoder "
+                                     f"frame ({self.min_samples})")
+                segments.append(Segment("speech", ids, clip=len(clips) + len(new_clips)))
+                new_clips.append(clip)
+            else:
+                segments.append(Segment("text", ids))
+        clips.extend(new_clips)
+        return segments
+
+    def __getitem__(self, cuts: CutSet) -> dict[str, Any]:
+        samples, ids, clips, skipped = [], [], [], []
+        for cut in cuts:
+            try:
+                segments = self._speech_sample(cut, clips) if cut.has_recording else self._text_sample(cut)
+            except SkipSample as skip:
+                logging.warning(f"skipping cut {cut.id}: {skip}")
+                skipped.append((cut.id, str(skip)))
+                continue
+            samples.append(segments)
+            ids.append(cut.id)
+        lens = torch.tensor([len(c) for c in clips], dtype=torch.long)
+        audio = torch.zeros(len(clips), int(lens.max()) if len(clips) else 0)
+        for i, clip in enumerate(clips):
+            audio[i, : len(clip)] = clip
+        return {"audio": audio, "audio_lens": lens, "segments": samples, "sample_ids": ids, "skipped": skipped}

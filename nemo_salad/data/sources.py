@@ -1,0 +1,97 @@
+"""Turn the ``data.sources`` entries of a config into lhotse CutSets.
+
+An entry names exactly one of:
+
+* ``shar: <dir>`` — a lhotse Shar directory (what the synthesis layer writes);
+* ``manifest: <path>`` — a lhotse cuts manifest (``.jsonl`` / ``.jsonl.gz``), e.g. LibriHeavy or
+  Emilia-YODAS prepared with lhotse's recipes, audio paths local;
+* ``texts: <path>`` — a JSONL of ``{"id": ..., "text": ...}`` lines for text replay;
+* ``demo: <part>`` — the embedded CPU demo corpus (built on first use, see :mod:`nemo_salad.data.demo`).
+
+Text items become cuts without a recording (``custom["kind"] = "text"``) whose duration is a rough reading
+time (0.4 s per word), so that duration-bucketed samplers can batch them too.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterable
+
+from lhotse import CutSet, MonoCut, SupervisionSegment
+from nemo.utils import logging
+
+__all__ = ["SECONDS_PER_WORD", "load_source", "read_text_items", "text_cuts_for_replay"]
+
+SECONDS_PER_WORD = 0.4
+
+
+def text_cuts_for_replay(items: Iterable[tuple[str, str]]) -> CutSet:
+    """Recording-less cuts holding one text each (for text replay).
+
+    >>> cuts = text_cuts_for_replay([("a", "two words")])
+    >>> cuts[0].has_recording, cuts[0].supervisions[0].text, cuts[0].duration
+    (False, 'two words', 0.8)
+    """
+    cuts = []
+    for item_id, text in items:
+        duration = max(SECONDS_PER_WORD, SECONDS_PER_WORD * len(text.split()))
+        sup = SupervisionSegment(id=item_id, recording_id=item_id, start=0.0, duration=duration, text=text)
+        cuts.append(MonoCut(id=item_id, start=0.0, duration=duration, channel=0, supervisions=[sup],
+                            custom={"kind": "text"}))
+    return CutSet.from_cuts(cuts)
+
+
+def read_text_items(path: str | Path) -> list[tuple[str, str]]:
+    """``(id, text)`` pairs of a JSONL file; bad lines are skipped, counted and logged with their line number.
+
+    Raises:
+        FileNotFoundError: if the file does not exist.
+        ValueError: if no line is usable.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"text source {path} does not exist (expected a JSONL of {{'id', 'text'}} lines)")
+    items, bad = [], 0
+    with open(path, encoding="utf-8", errors="strict") as handle:
+        for n, line in enumerate(handle, start=1):
+            try:
+                row = json.loads(line)
+                text = str(row["text"]).strip()
+                if not text:
+                    raise ValueError("empty text")
+                items.append((str(row.get("id", f"{path.stem}-{n}")), text))
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                bad += 1
+                logging.warning(f"{path}:{n}: skipped ({type(exc).__name__}: {exc})")
+    if bad:
+        logging.warning(f"{path}: skipped {bad} bad line(s) of {bad + len(items)}")
+    if not items:
+        raise ValueError(f"{path}: no usable line (expected JSON objects with a non-empty 'text')")
+    return items
+
+
+def load_source(entry: dict[str, Any], demo: Any = None) -> CutSet:
+    """The CutSet of one ``data.sources`` entry (see the module docstring).
+
+    Raises:
+        ValueError: if the entry names none or several of ``shar``/``manifest``/``texts``/``demo``.
+        FileNotFoundError: for a missing path, naming it.
+    """
+    kinds = [k for k in ("shar", "manifest", "texts", "demo") if entry.get(k)]
+    if len(kinds) != 1:
+        raise ValueError(f"data source {entry.get('name')!r}: set exactly one of shar, manifest, texts, demo "
+                         f"(got {kinds or 'none'})")
+    kind, value = kinds[0], entry[kinds[0]]
+    if kind == "demo":
+        from nemo_salad.data.demo import demo_source
+
+        return demo_source(str(value), demo)
+    if kind == "texts":
+        return text_cuts_for_replay(read_text_items(value))
+    path = Path(value)
+    if not path.exists():
+        raise FileNotFoundError(f"data source {entry.get('name')!r}: {kind} path {path} does not exist")
+    if kind == "shar":
+        return CutSet.from_shar(in_dir=str(path))
+    return CutSet.from_jsonl_lazy(str(path)) if ".jsonl" in path.name else CutSet.from_file(str(path))

@@ -1,0 +1,65 @@
+"""Build trainer, model and data from a Hydra config and train (Stage I and Stage II share this).
+
+Everything the config instantiates is checked against the ``_target_`` allowlist first. NeMo's ``exp_manager``
+provides checkpointing (``last.ckpt`` every ``every_n_train_steps``), TensorBoard logs, resuming from the last
+checkpoint of the same experiment directory, and the ``.nemo`` export at the end.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from nemo.utils import logging
+from nemo.utils.exp_manager import exp_manager
+from omegaconf import DictConfig, OmegaConf
+
+from nemo_salad.callbacks import GapReport
+from nemo_salad.data.datamodule import SaladDataModule
+from nemo_salad.models.salad import SaladModel
+from nemo_salad.parts.safe_config import check_targets
+
+__all__ = ["build", "train"]
+
+
+def build(cfg: DictConfig) -> tuple[pl.Trainer, SaladModel, SaladDataModule]:
+    """Trainer (with exp_manager), model and data module of a training config."""
+    check_targets(cfg, source="training config")
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg.threads))
+    pl.seed_everything(int(cfg.get("seed", 0)), workers=True)
+    callbacks: list[Any] = [GapReport(at_start=bool(cfg.get("report_gap_at_start", True)))]
+    trainer = pl.Trainer(**OmegaConf.to_container(cfg.trainer, resolve=True), callbacks=callbacks)
+    exp_manager(trainer, cfg.get("exp_manager"))
+    model = SaladModel(cfg.model, trainer=trainer)
+    if cfg.get("init_from") and not trainer.ckpt_path:
+        load_weights(model, str(cfg.init_from))
+    data = SaladDataModule(cfg.data, model.tokenizer, min_samples=model.min_audio_samples)
+    return trainer, model, data
+
+
+def load_weights(model: SaladModel, path: str) -> None:
+    """Initialise from another run's weights (a Lightning ``.ckpt`` or a ``.nemo``), not its optimizer state."""
+    if path.endswith(".nemo"):
+        state = SaladModel.restore_from(path, map_location="cpu").state_dict()
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith("_extra_state")]
+    if missing or unexpected:
+        raise ValueError(f"init_from={path}: weights do not fit the model (missing {missing[:5]}, "
+                         f"unexpected {unexpected[:5]})")
+    logging.info(f"initialised weights from {path}")
+
+
+def train(cfg: DictConfig) -> Path | None:
+    """Train; returns the path of the exported ``.nemo`` (None if the run exported nothing)."""
+    trainer, model, data = build(cfg)
+    trainer.fit(model, datamodule=data)  # resumes from trainer.ckpt_path when exp_manager found a checkpoint
+    exported = sorted(Path(trainer.log_dir or ".").rglob("*.nemo"), key=lambda p: p.stat().st_mtime)
+    if exported:
+        logging.info(f"exported {exported[-1]}")
+        return exported[-1]
+    return None
