@@ -38,6 +38,20 @@ def test_every_config_is_sound():
     assert not problems, "\n".join(problems)
 
 
+TOP_LEVEL = sorted(p.stem for p in CONF.glob("*.yaml") if "defaults" in OmegaConf.load(p))
+
+
+@pytest.mark.parametrize("name", TOP_LEVEL)
+def test_top_level_configs_compose(name):
+    """Each experiment config composes with Hydra; its targets are sound; required values are marked ???."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF), version_base=None):
+        cfg = compose(config_name=name)
+    assert not target_problems(OmegaConf.to_container(cfg, resolve=False), source=name)
+    assert {"model", "data", "trainer", "exp_manager"} <= set(cfg)
+
+
 @pytest.mark.parametrize("name", ["qwen2.5_3b", "qwen2.5_7b"])
 def test_paper_recipes_validate_without_weights(name):
     """The paper's LLMs cannot be loaded here; their configs still name a real architecture whose adapter

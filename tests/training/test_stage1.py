@@ -3,6 +3,7 @@ fall, the .nemo export restores, and a killed run resumes with its optimizer, sc
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -11,6 +12,7 @@ import time
 from pathlib import Path
 
 import lightning.pytorch as pl
+import pytest
 import torch
 
 from nemo_salad.models.salad import SaladModel
@@ -37,6 +39,20 @@ def test_training_reduces_distillation_loss_and_misalignment(tone_corpus, tmp_pa
     with torch.no_grad():
         a, b = model.eval().compute_loss(batch), restored.compute_loss(batch)
     assert torch.allclose(a.loss, b.loss, atol=1e-6)
+
+    # the measurement CLI on the exported model reproduces the last validation's M and F
+    from omegaconf import OmegaConf
+
+    from nemo_salad.recipes.measure import run_measure
+
+    measured = run_measure(OmegaConf.create({
+        "model": str(exported[0]), "data": {"name": "val", "manifest": str(tone_corpus / "val.jsonl.gz")},
+        "layout": OmegaConf.to_container(cfg.data.layout), "seed": int(cfg.data.seed) + 1,
+        "batch_duration": float(cfg.data.batch_duration), "output": str(tmp_path / "gap.json")}))
+    written = json.loads((tmp_path / "gap.json").read_text())
+    assert written["misalignment"] == pytest.approx(end["misalignment"], rel=1e-4)
+    assert written["forgetting"] == pytest.approx(end["forgetting"], rel=1e-3, abs=1e-7)
+    assert written["utterances"] == 16 and measured["skipped"] == {}
 
 
 class _Record(pl.Callback):
