@@ -193,11 +193,15 @@ def load_hf(path: str | Path, **llm_kwargs):
 
 
 def load_megatron_state(llm, mc_state: dict[str, Tensor], source: str = "<state dict>") -> None:
-    """Copy full (unsharded) megatron tensors into ``llm.gpt``; every parameter must be covered exactly.
+    """Copy full (unsharded) megatron tensors into ``llm.gpt`` (this rank's shard under tensor parallelism);
+    every parameter must be covered exactly.
 
     Raises:
         CheckpointError: on missing or unexpected parameters.
     """
+    from nemo_salad.llm.tensor_parallel import shard_full_state
+
+    mc_state = shard_full_state(llm.gpt, mc_state, llm.cfg.num_query_groups)
     result = llm.gpt.load_state_dict(mc_state, strict=False)
     missing = [k for k in result.missing_keys if not k.endswith("_extra_state")]
     if missing or result.unexpected_keys:

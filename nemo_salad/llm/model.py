@@ -36,7 +36,8 @@ def build_gpt_model(cfg: LLMConfig, attention: AttentionImpl = "sdpa", parallel_
         cfg (LLMConfig): the architecture.
         attention (str): ``"sdpa"`` (PyTorch fused attention, :class:`~nemo_salad.llm.attention.SDPAttention`)
             or ``"local"`` (megatron-core's ``DotProductAttention``). Default: "sdpa".
-        parallel_output (bool): keep logits split over tensor-parallel ranks. Default: False.
+        parallel_output (bool): keep logits split over tensor-parallel ranks (the losses work on the shards).
+            Default: False.
         **transformer_overrides: passed to :meth:`LLMConfig.transformer_config`.
 
     Returns:
@@ -52,6 +53,10 @@ def build_gpt_model(cfg: LLMConfig, attention: AttentionImpl = "sdpa", parallel_
     ensure_cpu_support()
     if not model_parallel_ready():
         init_model_parallel()
+    from megatron.core import parallel_state
+
+    transformer_overrides.setdefault("tensor_model_parallel_size",
+                                     parallel_state.get_tensor_model_parallel_world_size())
     spec = get_gpt_layer_local_spec(normalization="RMSNorm")
     if attention == "sdpa":
         spec.submodules.self_attention.submodules.core_attention = SDPAttention
@@ -116,10 +121,21 @@ class MegatronLLM(nn.Module):
     True
     """
 
-    def __init__(self, cfg: LLMConfig, attention: AttentionImpl = "sdpa", **transformer_overrides: Any) -> None:
+    def __init__(self, cfg: LLMConfig, attention: AttentionImpl = "sdpa", parallel_output: bool = False,
+                 **transformer_overrides: Any) -> None:
         super().__init__()
         self.cfg = cfg
-        self.gpt = build_gpt_model(cfg, attention=attention, **transformer_overrides)
+        self.parallel_output = parallel_output
+        self.gpt = build_gpt_model(cfg, attention=attention, parallel_output=parallel_output, **transformer_overrides)
+
+    @property
+    def tp_group(self) -> Any:
+        """The tensor-parallel group when this model's vocabulary is sharded over several ranks, else None."""
+        from megatron.core import parallel_state
+
+        if parallel_state.get_tensor_model_parallel_world_size() == 1:
+            return None
+        return parallel_state.get_tensor_model_parallel_group()
 
     @property
     def hidden_size(self) -> int:

@@ -12,36 +12,75 @@ js         ½ KL(p ‖ m) + ½ KL(q ‖ m), m = (p + q)/2   p ⊙ (g − Σ p g)
 
 The gradients are used by the fused chunked loss (:mod:`nemo_salad.losses.fused`), which never materialises
 all logits at once; ``tests/losses`` checks them against autograd in float64.
-Legend: ``N`` positions, ``V`` vocabulary.
+
+With tensor parallelism the vocabulary is split over ranks: pass ``vsum`` that sums over the vocabulary shard
+and all-reduces across the tensor-parallel group (:func:`vocab_sum`); every other operation is elementwise.
+Legend: ``N`` positions, ``V`` vocabulary (this rank's shard under tensor parallelism).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Callable, Literal
 
 import torch
 from torch import Tensor
 
-__all__ = ["DIRECTIONS", "Direction", "divergence", "divergence_grad"]
+__all__ = ["DIRECTIONS", "Direction", "divergence", "divergence_grad", "log_softmax", "vocab_sum"]
 
 Direction = Literal["forward", "reverse", "js"]
 DIRECTIONS: tuple[str, ...] = ("forward", "reverse", "js")
+VocabSum = Callable[[Tensor], Tensor]  # (N, V) -> (N,) sum over the (whole) vocabulary
 
 
-def _xlogy_diff(p_log: Tensor, a: Tensor) -> Tensor:
+def _local_sum(x: Tensor) -> Tensor:
+    return x.sum(-1)
+
+
+def vocab_sum(group: Any = None) -> VocabSum:
+    """Sum over the last (vocabulary) dimension, all-reduced over ``group`` when it has more than one rank."""
+    if group is None or torch.distributed.get_world_size(group) == 1:
+        return _local_sum
+
+    def reduce(x: Tensor) -> Tensor:
+        out = x.sum(-1)
+        torch.distributed.all_reduce(out, group=group)
+        return out
+
+    return reduce
+
+
+def log_softmax(z: Tensor, group: Any = None) -> Tensor:
+    """``log_softmax`` over a vocabulary that may be split across the ranks of ``group``: ``(N, V) → (N, V)``.
+
+    >>> z = torch.randn(2, 5)
+    >>> torch.allclose(log_softmax(z), torch.log_softmax(z, -1))
+    True
+    """
+    if group is None or torch.distributed.get_world_size(group) == 1:
+        return torch.log_softmax(z, dim=-1)
+    m = z.max(-1, keepdim=True).values
+    torch.distributed.all_reduce(m, op=torch.distributed.ReduceOp.MAX, group=group)
+    s = (z - m).exp().sum(-1, keepdim=True)
+    torch.distributed.all_reduce(s, group=group)
+    return z - m - s.log()
+
+
+def _xlogy_diff(p_log: Tensor, a: Tensor, vsum: VocabSum) -> Tensor:
     """``Σ_v exp(p_log) · a`` with ``0 · anything = 0`` where the probability is exactly zero."""
     p = p_log.exp()
-    return torch.where(p > 0, p * a, torch.zeros_like(a)).sum(-1)
+    return vsum(torch.where(p > 0, p * a, torch.zeros_like(a)))
 
 
-def divergence(student_logp: Tensor, teacher_logp: Tensor, direction: Direction = "forward") -> Tensor:
+def divergence(student_logp: Tensor, teacher_logp: Tensor, direction: Direction = "forward",
+               vsum: VocabSum = _local_sum) -> Tensor:
     """Divergence per position.
 
     Args:
         student_logp (Tensor): ``(N, V)`` log-probabilities of the student (already temperature-scaled).
         teacher_logp (Tensor): ``(N, V)`` log-probabilities of the teacher.
         direction (str): ``forward`` (KL teacher‖student), ``reverse`` (KL student‖teacher) or ``js``.
+        vsum (Callable): sum over the vocabulary (see :func:`vocab_sum`). Default: a local sum.
 
     Returns:
         Tensor: ``(N,)`` non-negative divergences.
@@ -51,18 +90,18 @@ def divergence(student_logp: Tensor, teacher_logp: Tensor, direction: Direction 
     0.0
     """
     if direction == "forward":
-        return _xlogy_diff(teacher_logp, teacher_logp - student_logp)
+        return _xlogy_diff(teacher_logp, teacher_logp - student_logp, vsum)
     if direction == "reverse":
-        return _xlogy_diff(student_logp, student_logp - teacher_logp)
+        return _xlogy_diff(student_logp, student_logp - teacher_logp, vsum)
     if direction == "js":
         log_m = torch.logaddexp(student_logp, teacher_logp) - math.log(2.0)
-        return 0.5 * _xlogy_diff(student_logp, student_logp - log_m) + 0.5 * _xlogy_diff(teacher_logp,
-                                                                                           teacher_logp - log_m)
+        return 0.5 * _xlogy_diff(student_logp, student_logp - log_m, vsum) + 0.5 * _xlogy_diff(
+            teacher_logp, teacher_logp - log_m, vsum)
     raise ValueError(f"direction={direction!r}; expected one of {DIRECTIONS}")
 
 
 def divergence_grad(student_logp: Tensor, teacher_logp: Tensor, direction: Direction = "forward",
-                    temperature: float = 1.0) -> Tensor:
+                    temperature: float = 1.0, vsum: VocabSum = _local_sum) -> Tensor:
     """Gradient of :func:`divergence` w.r.t. the student's *unscaled* logits ``z`` (``logp = log_softmax(z/T)``).
 
     Returns:
@@ -73,11 +112,11 @@ def divergence_grad(student_logp: Tensor, teacher_logp: Tensor, direction: Direc
         g = p - teacher_logp.exp()
     elif direction == "reverse":
         a = torch.where(p > 0, student_logp - teacher_logp, torch.zeros_like(p))
-        g = p * (a - (p * a).sum(-1, keepdim=True))
+        g = p * (a - vsum(p * a)[:, None])
     elif direction == "js":
         log_m = torch.logaddexp(student_logp, teacher_logp) - math.log(2.0)
         h = 0.5 * torch.where(p > 0, student_logp - log_m, torch.zeros_like(p))
-        g = p * (h - (p * h).sum(-1, keepdim=True))
+        g = p * (h - vsum(p * h)[:, None])
     else:
         raise ValueError(f"direction={direction!r}; expected one of {DIRECTIONS}")
     return g / temperature

@@ -7,17 +7,22 @@ fp32, the loss and its gradient w.r.t. the student logits are computed in closed
 (:func:`~nemo_salad.losses.divergence.divergence_grad`), and only ``d loss / d hidden`` ``(N, H)`` and
 ``d loss / d weight`` ``(V, H)`` are kept for backward. Peak extra memory is ``O(chunk · V)``.
 
+Tensor parallelism: with ``tp_group`` the weights are this rank's vocabulary shard (megatron's vocab-parallel
+output layer); softmax normalisers, divergences and the target logit are all-reduced over the group, and
+``d loss / d hidden`` is summed over ranks, so the full vocabulary is never gathered.
+
 Legend: ``N`` compared positions, ``H`` hidden size, ``V`` vocabulary.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from nemo_salad.losses.divergence import DIRECTIONS, Direction, divergence, divergence_grad
+from nemo_salad.losses.divergence import DIRECTIONS, Direction, divergence, divergence_grad, log_softmax, vocab_sum
 from nemo_salad.losses.kd import IGNORE_INDEX
 
 __all__ = ["DistillationLoss", "LossOutput", "chunked_divergence", "fused_distillation"]
@@ -36,8 +41,10 @@ class LossOutput:
 class _FusedLinearDistillation(torch.autograd.Function):
     @staticmethod
     def forward(ctx, s_hidden: Tensor, s_weight: Tensor, t_hidden: Tensor | None, t_weight: Tensor | None,
-                targets: Tensor, alpha: float, direction: str, temperature: float, chunk_size: int):
+                targets: Tensor, alpha: float, direction: str, temperature: float, chunk_size: int, group: Any):
         n = s_hidden.shape[0]
+        vsum = vocab_sum(group)
+        first = _vocab_start(s_weight.shape[0], group)
         need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         w = s_weight.float()
         grad_h = torch.zeros(s_hidden.shape, dtype=torch.float32, device=s_hidden.device) if need_h else None
@@ -49,21 +56,24 @@ class _FusedLinearDistillation(torch.autograd.Function):
             end = min(start + chunk_size, n)
             hs = s_hidden[start:end].float()
             z = hs @ w.T  # (n_c, V)
-            logp = torch.log_softmax(z, dim=-1)
-            y = targets[start:end, None]
-            nll_sum += -logp.gather(1, y).double().sum()
+            logp = log_softmax(z, group)
+            y = targets[start:end, None] - first  # index into this rank's vocabulary shard
+            mine = (y >= 0) & (y < z.shape[1])
+            y_local = y.clamp(0, z.shape[1] - 1)
+            target_logp = torch.where(mine, logp.gather(1, y_local), torch.zeros_like(y, dtype=logp.dtype))
+            nll_sum += -vsum(target_logp).double().sum()
             grad = None
             if alpha > 0:
                 zt = t_hidden[start:end].float() @ t_weight.float().T  # (n_c, V), no grad
-                s_logp = logp if temperature == 1.0 else torch.log_softmax(z / temperature, dim=-1)
-                t_logp = torch.log_softmax(zt / temperature, dim=-1)
-                kd_sum += t2 * divergence(s_logp, t_logp, direction).double().sum()
+                s_logp = logp if temperature == 1.0 else log_softmax(z / temperature, group)
+                t_logp = log_softmax(zt / temperature, group)
+                kd_sum += t2 * divergence(s_logp, t_logp, direction, vsum).double().sum()
                 if need_h or need_w:
-                    grad = (alpha * t2) * divergence_grad(s_logp, t_logp, direction, temperature)
+                    grad = (alpha * t2) * divergence_grad(s_logp, t_logp, direction, temperature, vsum)
                 del zt, t_logp
             if alpha < 1 and (need_h or need_w):
                 g_nll = logp.exp()
-                g_nll.scatter_add_(1, y, torch.full_like(y, -1.0, dtype=g_nll.dtype))
+                g_nll.scatter_add_(1, y_local, torch.where(mine, -1.0, 0.0).to(g_nll.dtype))
                 grad = (1 - alpha) * g_nll if grad is None else grad.add_(g_nll, alpha=1 - alpha)
             if grad is not None:
                 grad /= n
@@ -72,6 +82,8 @@ class _FusedLinearDistillation(torch.autograd.Function):
                 if need_w:
                     grad_w.addmm_(grad.T, hs)
             del z, logp, grad
+        if grad_h is not None and group is not None and torch.distributed.get_world_size(group) > 1:
+            torch.distributed.all_reduce(grad_h, group=group)  # each rank saw only its vocabulary shard
         kd, nll = (kd_sum / n).float(), (nll_sum / n).float()
         loss = alpha * kd + (1 - alpha) * nll
         ctx.save_for_backward(grad_h, grad_w)
@@ -84,13 +96,20 @@ class _FusedLinearDistillation(torch.autograd.Function):
         grad_h, grad_w = ctx.saved_tensors
         gh = (grad_h * grad_loss).to(ctx.dtypes[0]) if grad_h is not None else None
         gw = (grad_w * grad_loss).to(ctx.dtypes[1]) if grad_w is not None else None
-        return gh, gw, None, None, None, None, None, None, None
+        return gh, gw, None, None, None, None, None, None, None, None
+
+
+def _vocab_start(shard_size: int, group: Any) -> int:
+    """First vocabulary id held by this rank (megatron splits the vocabulary into equal contiguous shards)."""
+    if group is None:
+        return 0
+    return torch.distributed.get_rank(group) * shard_size
 
 
 def fused_distillation(student_hidden: Tensor, student_weight: Tensor, teacher_hidden: Tensor | None,
                        teacher_weight: Tensor | None, targets: Tensor, alpha: float = 1.0,
-                       direction: Direction = "forward", temperature: float = 1.0, chunk_size: int = 1024
-                       ) -> LossOutput:
+                       direction: Direction = "forward", temperature: float = 1.0, chunk_size: int = 1024,
+                       tp_group: Any = None) -> LossOutput:
     """``α · T² · D(teacher ‖ student) + (1 − α) · NLL`` averaged over positions, chunked.
 
     Args:
@@ -103,6 +122,7 @@ def fused_distillation(student_hidden: Tensor, student_weight: Tensor, teacher_h
         direction (str): ``forward`` | ``reverse`` | ``js``. Default: "forward".
         temperature (float): softmax temperature T of the distillation term. Default: 1.0.
         chunk_size (int): positions per chunk. Default: 1024.
+        tp_group: tensor-parallel process group when the weights are vocabulary shards. Default: None.
 
     Returns:
         LossOutput: ``loss`` (0, still differentiable, when no position is left).
@@ -130,22 +150,23 @@ def fused_distillation(student_hidden: Tensor, student_weight: Tensor, teacher_h
         return LossOutput(zero, zero.detach(), zero.detach(), 0)
     loss, kd, nll = _FusedLinearDistillation.apply(student_hidden, student_weight, teacher_hidden, teacher_weight,
                                                   targets, float(alpha), direction, float(temperature),
-                                                  int(chunk_size))
+                                                  int(chunk_size), tp_group)
     return LossOutput(loss, kd, nll, n)
 
 
 @torch.no_grad()
 def chunked_divergence(student_hidden: Tensor, student_weight: Tensor, reference_hidden: Tensor,
-                       reference_weight: Tensor, direction: Direction = "forward", chunk_size: int = 1024) -> Tensor:
+                       reference_weight: Tensor, direction: Direction = "forward", chunk_size: int = 1024,
+                       tp_group: Any = None) -> Tensor:
     """Per-position divergence ``D(reference ‖ student)`` (forward) without gradients: ``(N,)``.
 
     Used by the forgetting / misalignment metrics, where the "teacher" side is the reference distribution.
     """
-    out = []
+    out, vsum = [], vocab_sum(tp_group)
     for start in range(0, student_hidden.shape[0], chunk_size):
         zs = student_hidden[start:start + chunk_size].float() @ student_weight.float().T
         zr = reference_hidden[start:start + chunk_size].float() @ reference_weight.float().T
-        out.append(divergence(torch.log_softmax(zs, -1), torch.log_softmax(zr, -1), direction))
+        out.append(divergence(log_softmax(zs, tp_group), log_softmax(zr, tp_group), direction, vsum))
     return torch.cat(out) if out else student_hidden.new_zeros(0, dtype=torch.float32)
 
 
@@ -167,6 +188,6 @@ class DistillationLoss(nn.Module):
         self.alpha, self.direction, self.temperature, self.chunk_size = alpha, direction, temperature, chunk_size
 
     def forward(self, student_hidden: Tensor, student_weight: Tensor, teacher_hidden: Tensor | None,
-                teacher_weight: Tensor | None, targets: Tensor) -> LossOutput:
+                teacher_weight: Tensor | None, targets: Tensor, tp_group: Any = None) -> LossOutput:
         return fused_distillation(student_hidden, student_weight, teacher_hidden, teacher_weight, targets,
-                                  self.alpha, self.direction, self.temperature, self.chunk_size)
+                                  self.alpha, self.direction, self.temperature, self.chunk_size, tp_group)
