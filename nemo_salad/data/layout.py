@@ -121,7 +121,7 @@ def plan_spans(words: list[Word], cfg: LayoutConfig, rng: random.Random) -> list
 
     >>> ws = [Word(str(i), i, i + 1) for i in range(6)]
     >>> [(s.kind, len(s.words)) for s in plan_spans(ws, LayoutConfig(kind="prefix"), random.Random(0))]
-    [('speech', 3), ('text', 3)]
+    [('speech', 4), ('text', 2)]
     """
     n = len(words)
     if n == 0:
