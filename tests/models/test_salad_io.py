@@ -135,3 +135,29 @@ def test_restore_refuses_unsafe_targets(tiny_tokenizer_dir, tmp_path):
             tar.add(f, arcname=str(f.relative_to(unpacked)))
     with pytest.raises(UnsafeTargetError, match=r"bad\.nemo: refusing to instantiate adapter\._target_='os\.system'"):
         SaladModel.restore_from(str(bad), map_location="cpu")
+
+
+def test_llm_export_with_merged_lora_matches_the_student(tiny_tokenizer_dir, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from nemo_salad.recipes.export import export_llm_to_hf
+
+    torch.manual_seed(3)
+    model = SaladModel(model_cfg(tiny_tokenizer_dir, teacher="shared", **{"llm.lora": {"rank": 4, "alpha": 8}}))
+    with torch.no_grad():
+        for m in model.llm.modules():
+            if hasattr(m, "lora"):
+                m.lora.b.weight.normal_(std=0.05)  # a trained-looking LoRA update
+    result = export_llm_to_hf(model, tmp_path / "hf")
+    assert result["max_abs_logit_diff"] < 1e-4
+    hf = AutoModelForCausalLM.from_pretrained(str(tmp_path / "hf")).eval()
+    ids = torch.randint(0, 120, (1, 10), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        with_lora = model.llm(input_ids=ids)
+        from nemo_salad.modules.lora import lora_disabled
+
+        with lora_disabled(model.llm):
+            without = model.llm(input_ids=ids)
+        assert (hf(ids).logits - with_lora).abs().max() < 1e-4  # the export carries the LoRA update
+        assert (with_lora - without).abs().max() > 1e-3
+    assert any(".lora." in k for k in model.llm.state_dict())  # the model itself still has its adapters

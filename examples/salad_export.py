@@ -1,0 +1,34 @@
+"""Export the LLM of a trained SALAD model (.nemo) to a Hugging Face directory, checking logit parity.
+
+    python examples/salad_export.py model=nemo_experiments/salad_stage1/checkpoints/salad_stage1.nemo hf_dir=out/hf
+"""
+
+import json
+from dataclasses import dataclass
+
+import hydra
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig
+
+from nemo_salad.models.salad import SaladModel
+from nemo_salad.recipes.export import export_llm_to_hf
+
+
+@dataclass
+class ExportConfig:
+    model: str = "???"
+    hf_dir: str = "???"
+    tolerance: float = 1e-4
+
+
+ConfigStore.instance().store(name="export", node=ExportConfig)
+
+
+@hydra.main(version_base=None, config_name="export")
+def main(cfg: DictConfig) -> None:
+    model = SaladModel.restore_from(cfg.model, map_location="cpu")
+    print(json.dumps(export_llm_to_hf(model, cfg.hf_dir, cfg.tolerance)))
+
+
+if __name__ == "__main__":
+    main()
