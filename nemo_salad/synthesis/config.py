@@ -98,9 +98,9 @@ def run_synthesis(cfg: SynthesizeConfig | DictConfig | dict[str, Any]) -> Synthe
         omegaconf.errors.ValidationError / ConfigKeyError: for wrong types or unknown keys (OmegaConf names them);
         omegaconf.errors.MissingMandatoryValue: if ``input`` or ``out_dir`` is not set.
     """
-    cfg = OmegaConf.merge(OmegaConf.structured(SynthesizeConfig), cfg)
-    cuts = load_input(cfg.input, cfg.source)
-    return synthesize_to_shar(cuts, build_backend(cfg.backend), cfg.out_dir, batch_size=cfg.batch_size,
-                              shard_size=cfg.shard_size, sample_rate=cfg.sample_rate,
-                              asr_filter=build_asr_filter(cfg.asr_filter), max_chars=cfg.max_chars,
-                              progress=cfg.progress, voice=cfg.voice)
+    conf: Any = OmegaConf.merge(OmegaConf.structured(SynthesizeConfig), cfg)
+    cuts = load_input(conf.input, conf.source)
+    return synthesize_to_shar(cuts, build_backend(conf.backend), conf.out_dir, batch_size=conf.batch_size,
+                              shard_size=conf.shard_size, sample_rate=conf.sample_rate,
+                              asr_filter=build_asr_filter(conf.asr_filter), max_chars=conf.max_chars,
+                              progress=conf.progress, voice=conf.voice)

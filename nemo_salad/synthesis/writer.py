@@ -124,10 +124,10 @@ class _Run:
         except Exception as batch_error:  # noqa: BLE001 - retried per item below, each failure is reported
             results: list[np.ndarray | Exception] = (
                 [batch_error] if len(texts) == 1 else [self._call_one(text) for text in texts])
-        if not self.any_success and all(isinstance(r, Exception) for r in results):
-            first = results[0]
+        errors = [r for r in results if isinstance(r, Exception)]
+        if not self.any_success and len(errors) == len(results):
             raise RuntimeError(f"TTS backend {self.backend.name!r} failed on every text of the first batch; "
-                               f"first error: {first!r}") from first  # type: ignore[misc]
+                               f"first error: {errors[0]!r}") from errors[0]
         return results
 
     def write_shard(self, index: int, window: list[tuple[Any, str]], drops: list[tuple[str, str]]) -> None:

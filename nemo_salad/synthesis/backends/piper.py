@@ -103,7 +103,7 @@ class PiperBackend:
         self.voice_name = self.model_path.name.removesuffix(".onnx")
         self._speakers: dict[str, int] = dict(self._voice.config.speaker_id_map)
         self._syn_config_cls = SynthesisConfig
-        self._scales = {"length_scale": length_scale, "noise_scale": noise_scale, "noise_w_scale": noise_w_scale}
+        self._scales = (length_scale, noise_scale, noise_w_scale)
         self.default_speaker = speaker
 
     def _speaker_id(self, voice: str | int | None) -> int | None:
@@ -121,8 +121,9 @@ class PiperBackend:
 
     def synthesize(self, texts: Sequence[str], voice: str | None = None) -> list[np.ndarray]:
         """Waveforms ``(T_i,)`` float32 at 22.05 kHz (for the default voice), sentences joined back to back."""
-        voice = voice if voice is not None else self.default_speaker
-        syn_config = self._syn_config_cls(speaker_id=self._speaker_id(voice), **self._scales)
+        speaker = self._speaker_id(voice if voice is not None else self.default_speaker)
+        syn_config = self._syn_config_cls(speaker_id=speaker, length_scale=self._scales[0],
+                                          noise_scale=self._scales[1], noise_w_scale=self._scales[2])
         out = []
         for text in texts:
             chunks = [chunk.audio_float_array for chunk in self._voice.synthesize(text, syn_config=syn_config)]
