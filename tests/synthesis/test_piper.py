@@ -7,6 +7,8 @@ read speech is ~5-6 % (LibriSpeech test-clean). Unintelligible audio scores ~1.0
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 
@@ -61,3 +63,9 @@ def test_piper_from_config_and_missing_files(tmp_path, piper_backend):
         PiperBackend(model_path=tmp_path / "missing.onnx")
     with pytest.raises(ValueError, match="does not accept \\['speed'\\]"):
         build_backend({"name": "piper", "speed": 2})
+
+
+def test_missing_piper_gives_install_hint(monkeypatch):
+    monkeypatch.setitem(sys.modules, "piper", None)  # as if piper-tts (GPL, optional) were not installed
+    with pytest.raises(ImportError, match=r"pip install 'nemo_salad\[piper\]'"):
+        PiperBackend()

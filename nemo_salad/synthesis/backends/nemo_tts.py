@@ -72,8 +72,8 @@ class NeMoTTSBackend:
         normalize_text (bool): run the model's text normaliser (when its ``.nemo`` has one). Default: True.
         vocoder_max_frames (int | None): most mel frames (batch x padded length) per HiFi-GAN call; a longer batch
             is vocoded in consecutive slices. On CPU, HiFi-GAN's large upsampled activations make one big call
-            slower than several cache-sized ones (measured: 12 x 360 frames took 3.5x longer than 12 single
-            calls). ``None``: 1024 on CPU, unlimited on GPU. Default: None.
+            slower than several cache-sized ones (one call per batch of 8 ran at 0.28x the speed of one-by-one
+            in ``benchmarks/synthesis_speed.py``). ``None``: 1024 on CPU, unlimited on GPU. Default: None.
 
     Raises:
         ValueError: if the two models disagree on the sample rate or mel channels.

@@ -4,9 +4,9 @@ piper-tts is GPL-3.0, so it is an optional extra (``pip install nemo_salad[piper
 :class:`PiperBackend` is built. Nothing is downloaded: the ONNX voice and its JSON config are files of an installed
 package (or paths you give), and piper bundles the espeak-ng phonemizer data.
 
-Batching: the ONNX graph accepts a padded batch, but on CPU a padded batch of 8 measured ~3x *slower* than the
-same 8 texts one by one (VITS' flow and decoder run over the padded length), so :meth:`PiperBackend.synthesize`
-loops over the texts. ``benchmarks/synthesis_speed.py`` reports both numbers.
+Batching: the ONNX graph accepts a padded batch, but on CPU padded batches of 8 ran at 0.55-0.81x the speed of the
+same texts one by one (VITS' flow and decoder run over the padded length; ``benchmarks/synthesis_speed.py``), so
+:meth:`PiperBackend.synthesize` loops over the texts.
 """
 
 from __future__ import annotations
