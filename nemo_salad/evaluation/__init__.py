@@ -6,10 +6,17 @@ from nemo_salad.evaluation.items import MCItem, Segment, SkipItem, make_item
 from nemo_salad.evaluation.loaders import Benchmark, load_benchmark, read_rows
 from nemo_salad.evaluation.report import markdown_table, plot_results, write_report
 from nemo_salad.evaluation.results import BenchmarkResult, EvalResults, SystemScores
-from nemo_salad.evaluation.scoring import (OptionScore, ScoreRequest, score_full_forward, score_shared_context)
+from nemo_salad.evaluation.scoring import OptionScore, ScoreRequest, score_full_forward, score_shared_context
 from nemo_salad.evaluation.spoken import SpokenSource, SynthesizedSpeech, TranscriptOnlySpeech, spoken_cut_id
-from nemo_salad.evaluation.systems import (CascadeSystem, IdentitySpeechEncoder, SpeechContextEncoder, SpeechSystem,
-                                           TextSystem, Transcriber, standard_systems)
+from nemo_salad.evaluation.systems import (
+                                           CascadeSystem,
+                                           IdentitySpeechEncoder,
+                                           SpeechContextEncoder,
+                                           SpeechSystem,
+                                           TextSystem,
+                                           Transcriber,
+                                           standard_systems,
+)
 
 __all__ = [
     "BENCHMARKS", "PAPER_BENCHMARKS", "Benchmark", "BenchmarkResult", "BenchmarkSpec", "CascadeSystem", "EvalResults",

@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 from lhotse.cut import Cut
 
-__all__ = ["NeMoTranscriber", "ReferenceTranscriber", "WhisperTranscriber", "build_transcriber", "cut_audio", "whisper_tiny_en_dir"]
+__all__ = ["NeMoTranscriber", "ReferenceTranscriber", "WhisperTranscriber", "build_transcriber", "cut_audio",
+           "whisper_tiny_en_dir"]
 
 
 def cut_audio(cut: Cut, sample_rate: int = 16000) -> np.ndarray:

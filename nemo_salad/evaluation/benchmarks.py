@@ -128,7 +128,8 @@ def generic(row: dict[str, Any], rid: str) -> MCItem:
     """A generic / VoiceBench-MMSU style row, field names matched case-insensitively.
 
     * question: ``question`` | ``question_stem`` | ``context`` | ``query``
-    * options: ``choices`` | ``options`` (a list, or ``{"text": [...], "label": [...]}``) | ``option_a`` ... ``option_j``
+    * options: ``choices`` | ``options`` (a list, or ``{"text": [...], "label": [...]}``) |
+      ``option_a`` ... ``option_j``
     * answer: ``answer`` | ``reference`` | ``answer_index`` | ``label`` | ``gold`` (index, digit or letter)
     * group: ``subject`` | ``category`` (optional)
 

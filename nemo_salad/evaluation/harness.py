@@ -19,8 +19,15 @@ from torch import Tensor
 
 from nemo_salad.evaluation.items import MCItem, Segment
 from nemo_salad.evaluation.loaders import Benchmark
-from nemo_salad.evaluation.prompts import (choose_shot_candidates, fit_shots, prompt_segments, shot_segments,
-                                           shots_for, spoken_token_ids, text_token_ids)
+from nemo_salad.evaluation.prompts import (
+    choose_shot_candidates,
+    fit_shots,
+    prompt_segments,
+    shot_segments,
+    shots_for,
+    spoken_token_ids,
+    text_token_ids,
+)
 from nemo_salad.evaluation.results import METRICS, BenchmarkResult, EvalResults, SystemScores, accuracy
 from nemo_salad.evaluation.scoring import ScoreRequest, normalised_scores, score_shared_context
 from nemo_salad.evaluation.spoken import SpokenSource
@@ -220,7 +227,7 @@ def _score_system(r: _Renderer, plans: list[tuple[MCItem, list[MCItem]]], record
         sums = score_shared_context(llm, reqs, settings.batch_tokens)
     finally:
         llm.train(was_training)
-    for n, req, lp in zip(where, reqs, sums):
+    for n, req, lp in zip(where, reqs, sums, strict=True):
         it = plans[n][0]
         scores = normalised_scores(lp, it.options, req.options)
         entry: dict[str, Any] = {"scores": {m: [s.get(m) for s in scores] for m in METRICS},

@@ -28,8 +28,9 @@ def markdown_table(results: EvalResults) -> str:
     >>> s = lambda name, role, acc: SystemScores(name, role, 10, acc, acc, acc, acc, 1.0, 10.0)
     >>> b = BenchmarkResult("copa", "COPA", "validation", "x", "y", 100, 10, 0.5, {},
     ...                     {"t": s("t", "topline", 0.7), "sp": s("sp", "speech", 0.6)})
-    >>> systems = [{"name": "t", "role": "topline", "label": "Text"}, {"name": "sp", "role": "speech", "label": "Speech"}]
-    >>> print(markdown_table(EvalResults([b], systems, {"primary": "per_char"})).splitlines()[4])
+    >>> systems = [{"name": "t", "role": "topline", "label": "Text"},
+    ...            {"name": "sp", "role": "speech", "label": "Speech"}]
+    >>> print(markdown_table(EvalResults([b], systems, {"primary": "per_char"})).splitlines()[5])
     | Speech | 60.0 / 10.0 | 10.0 |
     """
     primary = results.settings.get("primary", "per_char")

@@ -22,7 +22,7 @@ def accuracy(preds: list[int], golds: list[int]) -> float:
     >>> accuracy([0, 1, 1], [0, 1, 0])
     0.6666666666666666
     """
-    return sum(p == g for p, g in zip(preds, golds)) / len(golds) if golds else 0.0
+    return sum(p == g for p, g in zip(preds, golds, strict=True)) / len(golds) if golds else 0.0
 
 
 @dataclass
@@ -74,8 +74,8 @@ class EvalResults:
     """Everything one run produced.
 
     >>> s = lambda name, role, acc: SystemScores(name, role, 10, acc, acc, acc, acc, 1.0, 10.0)
-    >>> b = BenchmarkResult("copa", "COPA", "validation", "x", "y", 100, 10, 0.5, {},
-    ...                     {"text_llm": s("text_llm", "topline", 0.7), "speech_model": s("speech_model", "speech", 0.6)})
+    >>> scores = {"text_llm": s("text_llm", "topline", 0.7), "speech_model": s("speech_model", "speech", 0.6)}
+    >>> b = BenchmarkResult("copa", "COPA", "validation", "x", "y", 100, 10, 0.5, {}, scores)
     >>> r = EvalResults([b], [{"name": "text_llm", "role": "topline"}, {"name": "speech_model", "role": "speech"}], {})
     >>> round(r.gap("copa", "speech_model"), 6), round(r.average_gap("speech_model"), 6)
     (0.1, 0.1)

@@ -83,7 +83,8 @@ def normalised_scores(logprobs: Sequence[float], options: Sequence[str], option_
     >>> [s.per_char for s in normalised_scores([-2.0, -3.0], [" ab", " abcde"], [[1], [1, 2]])]
     [-0.6666666666666666, -0.5]
     """
-    return [OptionScore(float(lp), len(ids), len(text)) for lp, text, ids in zip(logprobs, options, option_ids)]
+    return [OptionScore(float(lp), len(ids), len(text))
+            for lp, text, ids in zip(logprobs, options, option_ids, strict=True)]
 
 
 def tree_layout(context_len: int, option_lens: Sequence[int], total_len: int) -> tuple[Tensor, Tensor]:
@@ -218,9 +219,9 @@ def score_shared_context(llm, requests: Sequence[ScoreRequest], batch_tokens: in
     out: list[list[float]] = [[] for _ in requests]
     scored: list[list[float]] = [[] for _ in parts]
     for batch in _batches(parts, batch_tokens):
-        for i, sums in zip(batch, _score_packed(llm, [parts[i] for i in batch], logit_chunk)):
+        for i, sums in zip(batch, _score_packed(llm, [parts[i] for i in batch], logit_chunk), strict=True):
             scored[i] = sums
-    for i, sums in zip(owner, scored):
+    for i, sums in zip(owner, scored, strict=True):
         out[i].extend(sums)
     return out
 

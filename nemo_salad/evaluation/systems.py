@@ -161,7 +161,7 @@ class SpeechSystem:
             if len(embs) != len(batch):
                 raise ValueError(f"{type(self.model).__name__}.encode_cuts returned {len(embs)} tensors for "
                                  f"{len(batch)} cuts")
-            for text, emb in zip(batch, embs):
+            for text, emb in zip(batch, embs, strict=True):
                 if emb.dim() != 2 or emb.shape[1] != weight.shape[1]:
                     raise ValueError(f"{type(self.model).__name__}.encode_cuts returned shape {tuple(emb.shape)}; "
                                      f"expected (T_i, {weight.shape[1]}) embeddings in the LLM input space")
@@ -200,7 +200,7 @@ class CascadeSystem:
             if len(hyps) != len(batch):
                 raise ValueError(f"{type(self.transcriber).__name__}.transcribe returned {len(hyps)} transcripts "
                                  f"for {len(batch)} cuts")
-            self.transcripts.update(zip(batch, (h.strip() for h in hyps)))
+            self.transcripts.update(zip(batch, (h.strip() for h in hyps), strict=True))
         return {t: spoken_token_ids(self.tokenizer, self.transcripts[t]) for t in texts}
 
 

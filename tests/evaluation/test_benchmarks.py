@@ -81,7 +81,8 @@ def test_storycloze_official_csv(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         bench = load_benchmark("storycloze", path=path)
     assert [i.gold for i in bench.items] == [0, 1]
-    assert bench.items[0].spoken_texts == ("Tom got a dog. He walked it daily. One day it ran off. Tom searched all night.",)
+    story = "Tom got a dog. He walked it daily. One day it ran off. Tom searched all night."
+    assert bench.items[0].spoken_texts == (story,)
     assert bench.items[0].options == (" He found it at dawn.", " He bought a cat.")
     assert bench.skipped == {"gold_out_of_range": 1, "missing_answer": 1}
     assert str(path) in caplog.text and "skipped 2 of 4 rows" in caplog.text

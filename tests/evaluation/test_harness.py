@@ -6,8 +6,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nemo_salad.evaluation import (CascadeSystem, IdentitySpeechEncoder, ScoringSettings, SpeechSystem, TextSystem,
-                                   TranscriptOnlySpeech, evaluate, evaluate_benchmark, load_benchmark)
+from nemo_salad.evaluation import (
+    CascadeSystem,
+    IdentitySpeechEncoder,
+    ScoringSettings,
+    SpeechSystem,
+    TextSystem,
+    TranscriptOnlySpeech,
+    evaluate,
+    evaluate_benchmark,
+    load_benchmark,
+)
 from nemo_salad.evaluation.asr import ReferenceTranscriber
 from nemo_salad.evaluation.prompts import choose_shot_candidates, shots_for
 from nemo_salad.evaluation.scoring import ScoreRequest, score_full_forward
@@ -58,16 +67,18 @@ def test_a_perturbed_speech_path_is_detected(tiny_llm, byte_tok, benches):
 
     res = evaluate_benchmark(benches[0], [TextSystem(tiny_llm, byte_tok), SpeechSystem(Noisy(tiny_llm, byte_tok))],
                              ScoringSettings(max_tokens=400, max_shots=2), TranscriptOnlySpeech())
-    diffs = [abs(a - b) for rec in res.items for a, b in zip(rec["systems"]["text_llm"]["scores"]["sum"],
-                                                                rec["systems"]["speech_model"]["scores"]["sum"])]
+    pairs = [(r["systems"]["text_llm"]["scores"]["sum"], r["systems"]["speech_model"]["scores"]["sum"])
+             for r in res.items]
+    diffs = [abs(a - b) for text, speech in pairs for a, b in zip(text, speech, strict=True)]
     assert max(diffs) > 1e-4
 
 
 def test_identity_through_synthesized_shar_cache(tiny_llm, byte_tok, tmp_path):
     if not synthesis_available():
         pytest.skip("nemo_salad.synthesis (issue 4) is not on this branch yet")
-    from nemo_salad.evaluation import SynthesizedSpeech
     from nemo_salad.synthesis import SineBackend
+
+    from nemo_salad.evaluation import SynthesizedSpeech
 
     bench = load_benchmark("copa", n_items=6)
     source = SynthesizedSpeech(SineBackend(), root=tmp_path)
@@ -92,8 +103,9 @@ def _check_record(llm, tok, rec, context: str, options: list[str]):
     got = rec["systems"]["text_llm"]
     assert got["scores"]["sum"] == pytest.approx(sums, abs=2e-5)
     n_tok = [len(tok(o, add_special_tokens=False)["input_ids"]) for o in options]
-    assert got["scores"]["per_token"] == pytest.approx([s / n for s, n in zip(sums, n_tok)], abs=2e-5)
-    assert got["scores"]["per_char"] == pytest.approx([s / len(o) for s, o in zip(sums, options)], abs=2e-5)
+    assert got["scores"]["per_token"] == pytest.approx([s / n for s, n in zip(sums, n_tok, strict=True)], abs=2e-5)
+    per_char = [s / len(o) for s, o in zip(sums, options, strict=True)]
+    assert got["scores"]["per_char"] == pytest.approx(per_char, abs=2e-5)
     for metric in ("sum", "per_token", "per_char"):
         vals = got["scores"][metric]
         assert got["pred"][metric] == vals.index(max(vals))

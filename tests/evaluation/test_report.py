@@ -7,8 +7,18 @@ import json
 import pytest
 import torch
 
-from nemo_salad.evaluation import (CascadeSystem, IdentitySpeechEncoder, ScoringSettings, SpeechSystem, TextSystem,
-                                   TranscriptOnlySpeech, evaluate, load_benchmark, markdown_table, write_report)
+from nemo_salad.evaluation import (
+    CascadeSystem,
+    IdentitySpeechEncoder,
+    ScoringSettings,
+    SpeechSystem,
+    TextSystem,
+    TranscriptOnlySpeech,
+    evaluate,
+    load_benchmark,
+    markdown_table,
+    write_report,
+)
 from nemo_salad.evaluation.asr import ReferenceTranscriber
 
 
@@ -32,7 +42,7 @@ def test_json_has_per_item_predictions_and_accuracies(run, tmp_path):
     for name, bench in data["benchmarks"].items():
         assert len(bench["items"]) == bench["n_items"] == run.benchmark(name).n_items
         for rec in bench["items"]:
-            for sys_name, entry in rec["systems"].items():
+            for entry in rec["systems"].values():
                 assert set(entry["scores"]) == {"sum", "per_token", "per_char"}
                 assert all(len(v) == len(rec["options"]) for v in entry["scores"].values())
                 assert set(entry["pred"]) == {"sum", "per_token", "per_char"}

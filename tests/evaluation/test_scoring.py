@@ -7,8 +7,13 @@ import itertools
 import pytest
 import torch
 
-from nemo_salad.evaluation.scoring import (ScoreRequest, score_full_forward, score_shared_context, tree_attention_mask,
-                                           tree_layout)
+from nemo_salad.evaluation.scoring import (
+    ScoreRequest,
+    score_full_forward,
+    score_shared_context,
+    tree_attention_mask,
+    tree_layout,
+)
 
 TOL = 2e-5  # fp32 forward; summed log-probs of up to ~10 tokens
 
