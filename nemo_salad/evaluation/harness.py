@@ -49,7 +49,9 @@ class ScoringSettings:
         shots_modality (str): "speech" (the shots' questions are spoken too) or "text". Default: "speech".
         primary (str): the metric of the tables and gaps: "sum", "per_token" or "per_char" (acc_norm).
             Default: "per_char".
-        batch_tokens (int): positions per scoring forward. Default: 4096.
+        batch_tokens (int | None): positions (rows x padded length) per scoring forward; None picks one item per
+            forward on CPU (batching measured no faster there, see ``docs/benchmarks/evaluation.md``) and 16384 on
+            GPU. Default: None.
         chunk_items (int): items rendered at once (bounds memory for speech embeddings). Default: 256.
         seed (int): shot draw seed. Default: 0.
     """
@@ -58,7 +60,7 @@ class ScoringSettings:
     max_shots: int = 5
     shots_modality: str = "speech"
     primary: str = "per_char"
-    batch_tokens: int = 4096
+    batch_tokens: int | None = None
     chunk_items: int = 256
     seed: int = 0
 
@@ -143,6 +145,7 @@ def _voice(bench: Benchmark, items: list[MCItem], candidates: dict[str, list[MCI
     return keep, candidates, cuts
 
 
+@torch.no_grad()
 def evaluate_benchmark(bench: Benchmark, systems: Sequence[Any], settings: ScoringSettings | None = None,
                        speech: SpokenSource | None = None) -> BenchmarkResult:
     """Score every system on ``bench``.
@@ -224,7 +227,9 @@ def _score_system(r: _Renderer, plans: list[tuple[MCItem, list[MCItem]]], record
     was_training = llm.training
     llm.eval()
     try:
-        sums = score_shared_context(llm, reqs, settings.batch_tokens)
+        device = llm.gpt.embedding.word_embeddings.weight.device
+        batch_tokens = settings.batch_tokens or (16384 if device.type == "cuda" else 1)
+        sums = score_shared_context(llm, reqs, batch_tokens)
     finally:
         llm.train(was_training)
     for n, req, lp in zip(where, reqs, sums, strict=True):

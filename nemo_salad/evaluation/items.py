@@ -111,6 +111,15 @@ def _gold_index(answer: Any, n_options: int, labels: Sequence[str] | None) -> in
     return answer
 
 
+def _speakable(text: str) -> str:
+    """The text exactly as the synthesis layer voices and stores it (NFC, no control characters, single spaces),
+    so that text and speech conditions agree on every character; "" if nothing speakable is left."""
+    from nemo_salad.synthesis.text import validate_text
+
+    normalised, _ = validate_text(text, max_chars=1 << 30)
+    return normalised or ""
+
+
 def make_item(id: str, query: Sequence[Segment], options: Sequence[str] | None, answer: Any,
               labels: Sequence[str] | None = None, group: str = "", preamble: str = "") -> MCItem:
     """Validate one row and build its :class:`MCItem`.
@@ -126,7 +135,7 @@ def make_item(id: str, query: Sequence[Segment], options: Sequence[str] | None, 
         preamble (str): text before the few-shot examples. Default: "".
 
     Returns:
-        MCItem
+        MCItem: spoken segments normalised as the synthesis layer stores them (NFC, single spaces).
 
     Raises:
         SkipItem: with ``reason`` in ``SKIP_REASONS``.
@@ -138,6 +147,7 @@ def make_item(id: str, query: Sequence[Segment], options: Sequence[str] | None, 
     ...
     nemo_salad.evaluation.items.SkipItem: no_options: the row has 0 options
     """
+    query = [Segment(_speakable(s.text), True) if s.spoken else s for s in query]
     options = tuple(options or ())
     if not options:
         raise SkipItem("no_options", "the row has 0 options")

@@ -70,15 +70,17 @@ class SynthesizedSpeech:
         backend (TTSBackend): a ``nemo_salad.synthesis`` backend (``synthesize``, ``provenance``).
         root (str | Path | None): cache directory. Default: ``<cache_root()>/eval-speech``.
         batch_size (int): texts per synthesis call. Default: 8.
+        max_chars (int): longest text voiced (longer ones are skipped and their items counted as ``no_speech``).
+            Default: 2000.
         progress (bool): show a progress bar while synthesizing. Default: False.
 
     >>> source = SynthesizedSpeech(SineBackend())  # doctest: +SKIP
     >>> cuts = source.cuts_for("arc_easy-validation-200", ["Which gas do plants take in?"])  # doctest: +SKIP
     """
 
-    def __init__(self, backend: Any, root: str | Path | None = None, batch_size: int = 8,
+    def __init__(self, backend: Any, root: str | Path | None = None, batch_size: int = 8, max_chars: int = 2000,
                  progress: bool = False) -> None:
-        self.backend, self.batch_size, self.progress = backend, batch_size, progress
+        self.backend, self.batch_size, self.max_chars, self.progress = backend, batch_size, max_chars, progress
         self.root = Path(root) if root is not None else cache_root() / "eval-speech"
 
     def directory(self, key: str, texts: Sequence[str]) -> Path:
@@ -99,7 +101,7 @@ class SynthesizedSpeech:
                 out_dir.mkdir(parents=True, exist_ok=True)
                 report = synthesize_to_shar(text_cuts([(cid, t) for cid, t in by_id.items()], source=key),
                                             self.backend, out_dir, batch_size=self.batch_size,
-                                            progress=self.progress)
+                                            max_chars=self.max_chars, progress=self.progress)
                 if getattr(report, "n_skipped", None):
                     log.warning("%s: synthesis skipped %s (those items are left out of every system)", key,
                                 report.n_skipped)

@@ -27,11 +27,3 @@ def smollm2():
 
     llm, tokenizer = load_smollm2()
     return llm.eval(), tokenizer
-
-
-def synthesis_available() -> bool:
-    try:
-        import nemo_salad.synthesis  # noqa: F401
-    except ImportError:
-        return False
-    return True

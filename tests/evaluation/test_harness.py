@@ -21,7 +21,6 @@ from nemo_salad.evaluation.asr import ReferenceTranscriber
 from nemo_salad.evaluation.prompts import choose_shot_candidates, shots_for
 from nemo_salad.evaluation.scoring import ScoreRequest, score_full_forward
 from nemo_salad.parts.olmo_data import read_olmo_dataset
-from tests.evaluation.conftest import synthesis_available
 
 
 def _systems(llm, tok, encoder=None):
@@ -74,11 +73,8 @@ def test_a_perturbed_speech_path_is_detected(tiny_llm, byte_tok, benches):
 
 
 def test_identity_through_synthesized_shar_cache(tiny_llm, byte_tok, tmp_path):
-    if not synthesis_available():
-        pytest.skip("nemo_salad.synthesis (issue 4) is not on this branch yet")
-    from nemo_salad.synthesis import SineBackend
-
     from nemo_salad.evaluation import SynthesizedSpeech
+    from nemo_salad.synthesis import SineBackend
 
     bench = load_benchmark("copa", n_items=6)
     source = SynthesizedSpeech(SineBackend(), root=tmp_path)
@@ -88,6 +84,18 @@ def test_identity_through_synthesized_shar_cache(tiny_llm, byte_tok, tmp_path):
     again = evaluate_benchmark(bench, _systems(tiny_llm, byte_tok)[:2], settings, source)  # from the cache
     assert [r["systems"] for r in again.items] == [r["systems"] for r in res.items]
     assert len(list(tmp_path.glob("*/COMPLETE"))) == 1
+    # texts the synthesis layer normalises (whitespace runs, NFD accents, control characters) stay exact
+    import json
+
+    rows = [{"question": "Is  the\tcafe\u0301 open?\u200b", "choices": ["yes", "no"], "answer": 0},
+            {"question": "Which   one?", "choices": ["a", "b", "c"], "answer": 2},
+            {"question": "Why\n\nnot?", "choices": ["x", "y"], "answer": 1}]
+    path = tmp_path / "messy.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    messy = load_benchmark("jsonl", path=path)
+    assert [i.spoken_texts[0] for i in messy.items] == ["Is the caf\u00e9 open?", "Which one?", "Why not?"]
+    res = evaluate_benchmark(messy, _systems(tiny_llm, byte_tok)[:2], settings, source)
+    _assert_same_scores(res, "text_llm", "speech_model")
 
 
 def _independent(llm, tok, context: str, options: list[str]) -> list[float]:

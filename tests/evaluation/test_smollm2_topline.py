@@ -22,7 +22,7 @@ def test_smollm2_zero_shot_arc_easy_is_well_above_chance(smollm2):
     llm, tokenizer = smollm2
     bench = load_benchmark("arc_easy", n_items=200)
     start = time.perf_counter()
-    res = evaluate_benchmark(bench, [TextSystem(llm, tokenizer)], ScoringSettings(max_shots=0, batch_tokens=2048))
+    res = evaluate_benchmark(bench, [TextSystem(llm, tokenizer)], ScoringSettings(max_shots=0))
     seconds = time.perf_counter() - start
     scores = res.systems["text_llm"]
     assert res.n_items == 200 and abs(bench.chance - 0.25) < 0.01
