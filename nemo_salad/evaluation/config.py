@@ -150,6 +150,8 @@ def run_evaluation(cfg: DictConfig | dict[str, Any] | EvalConfig) -> tuple[EvalR
 
     Returns:
         tuple[EvalResults, dict[str, Path]]: results and the paths of ``json``, ``md``, ``png``.
+
+    >>> results, paths = run_evaluation({"benchmarks": ["copa"], "n_items": 20, "asr": None})  # doctest: +SKIP
     """
     cfg = cfg if isinstance(cfg, EvalConfig) else load_config(cfg)
     llm, tokenizer = _text_llm(cfg)

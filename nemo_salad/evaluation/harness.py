@@ -161,6 +161,10 @@ def evaluate_benchmark(bench: Benchmark, systems: Sequence[Any], settings: Scori
 
     Raises:
         ValueError: on duplicate system names, a missing speech source, or when no item is left to score.
+
+    >>> res = evaluate_benchmark(load_benchmark("copa", n_items=20), [TextSystem(llm, tokenizer)])  # doctest: +SKIP
+    >>> res.systems["text_llm"].acc_per_char, res.items[0]["systems"]["text_llm"]["pred"]  # doctest: +SKIP
+    (0.65, {'sum': 1, 'per_token': 1, 'per_char': 1})
     """
     settings = settings or ScoringSettings()
     names = [s.name for s in systems]

@@ -36,6 +36,10 @@ class Benchmark:
         shot_source (str): where the shot pool came from ("held-out items of <source>" when shared).
         n_rows (int): rows read from ``source``.
         skipped (dict[str, int]): rows skipped per reason (bad input).
+
+    >>> b = load_benchmark("arc_easy", n_items=5)
+    >>> b.title, len(b.items), b.skipped
+    ('ARC-E', 5, {})
     """
 
     name: str

@@ -55,7 +55,11 @@ def markdown_table(results: EvalResults) -> str:
 
 
 def plot_results(results: EvalResults, path: str | Path) -> Path:
-    """Grouped bar chart of the primary accuracy per benchmark, one bar per system, chance as a tick."""
+    """Grouped bar chart of the primary accuracy per benchmark, one bar per system, chance as a tick.
+
+    >>> plot_results(results, "results.png")  # doctest: +SKIP
+    PosixPath('results.png')
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -84,7 +88,11 @@ def plot_results(results: EvalResults, path: str | Path) -> Path:
 
 
 def write_report(results: EvalResults, out_dir: str | Path) -> dict[str, Path]:
-    """Write ``results.json``, ``results.md`` and ``results.png`` into ``out_dir``; return their paths."""
+    """Write ``results.json``, ``results.md`` and ``results.png`` into ``out_dir``; return their paths.
+
+    >>> write_report(results, "salad_eval")["md"]  # doctest: +SKIP
+    PosixPath('salad_eval/results.md')
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "results.json", "md": out / "results.md", "png": out / "results.png"}

@@ -122,6 +122,10 @@ def tree_attention_mask(segments: Tensor) -> Tensor:
 
     A query may attend to an earlier-or-same key that is context, or of its own option. Padding queries attend
     to the context (never a fully masked row); nobody attends to padding.
+
+    >>> seg, _ = tree_layout(2, [1, 1], 4)
+    >>> (~tree_attention_mask(seg[None]))[0, 0].int().tolist()  # 1 = may attend
+    [[1, 0, 0, 0], [1, 1, 0, 0], [1, 1, 1, 0], [1, 1, 0, 1]]
     """
     t = segments.shape[1]
     causal = torch.ones(t, t, dtype=torch.bool, device=segments.device).tril()  # (T, T)
@@ -252,6 +256,13 @@ def score_full_forward(llm, requests: Sequence[ScoreRequest], batch_options: boo
 
     Returns:
         list[list[float]]: ``[item][option]`` summed log-probabilities.
+
+    >>> from nemo_salad.llm import LLMConfig, MegatronLLM
+    >>> llm = MegatronLLM(LLMConfig.preset("tiny-llama")).eval()
+    >>> req = ScoreRequest(llm.embed(torch.tensor([[5, 6, 7]]))[0].detach(), [[1, 2], [3]])
+    >>> a, b = score_full_forward(llm, [req])[0], score_shared_context(llm, [req])[0]
+    >>> max(abs(x - y) for x, y in zip(a, b)) < 1e-5
+    True
     """
     out = []
     for r in requests:

@@ -140,6 +140,10 @@ class SpeechSystem:
 
     Raises:
         TypeError: if ``model`` lacks the protocol's members.
+
+    >>> system = SpeechSystem(my_speech_model)  # doctest: +SKIP
+    >>> system.spoken_inputs(["Which gas?"], cuts)["Which gas?"].shape  # doctest: +SKIP
+    torch.Size([11, 576])
     """
 
     needs_audio = True
@@ -181,6 +185,13 @@ class CascadeSystem:
 
     Attributes:
         transcripts (dict[str, str]): reference text -> transcript, for every segment heard so far.
+
+    >>> from nemo_salad.evaluation.asr import ReferenceTranscriber
+    >>> from nemo_salad.evaluation.spoken import TranscriptOnlySpeech
+    >>> tok = lambda text, add_special_tokens=False: {"input_ids": list(text.encode())}
+    >>> cascade = CascadeSystem(None, tok, ReferenceTranscriber())
+    >>> cascade.spoken_inputs(["Hi"], TranscriptOnlySpeech().cuts_for("demo", ["Hi"])), cascade.transcripts
+    ({'Hi': [32, 72, 105]}, {'Hi': 'Hi'})
     """
 
     needs_audio = True
