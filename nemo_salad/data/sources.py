@@ -71,6 +71,16 @@ def read_text_items(path: str | Path) -> list[tuple[str, str]]:
     return items
 
 
+def _load_shar(path: Path) -> CutSet:
+    """A Shar directory: one written by the synthesis layer (which keeps reports beside the shards), or any
+    other lhotse Shar directory."""
+    from nemo_salad.synthesis import load_synthesized
+
+    if (path / "report.json").is_file() or any(path.glob("dropped.*.jsonl")):
+        return load_synthesized(path)
+    return CutSet.from_shar(in_dir=str(path))
+
+
 def load_source(entry: dict[str, Any], demo: Any = None) -> CutSet:
     """The CutSet of one ``data.sources`` entry (see the module docstring).
 
@@ -93,5 +103,5 @@ def load_source(entry: dict[str, Any], demo: Any = None) -> CutSet:
     if not path.exists():
         raise FileNotFoundError(f"data source {entry.get('name')!r}: {kind} path {path} does not exist")
     if kind == "shar":
-        return CutSet.from_shar(in_dir=str(path))
+        return _load_shar(path)
     return CutSet.from_jsonl_lazy(str(path)) if ".jsonl" in path.name else CutSet.from_file(str(path))
