@@ -21,10 +21,13 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-__all__ = ["BalancedKMeansResult", "balanced_assign", "balanced_kmeans", "size_bounds"]
+from nemo_salad.selection.artefacts import file_sha256, fingerprint, read_json, write_json_atomic
+
+__all__ = ["BalancedKMeansResult", "balanced_assign", "balanced_kmeans", "cluster_step", "size_bounds"]
 
 log = logging.getLogger(__name__)
 
@@ -192,3 +195,52 @@ def balanced_kmeans(
     dist = _distances(data, centroids, metric)
     inertia = float(dist[np.arange(n), assign].mean())
     return BalancedKMeansResult(assign, centroids, np.bincount(assign, minlength=k), (lower, upper), inertia)
+
+
+def cluster_step(embeddings: np.ndarray, embeddings_fingerprint: str, out_dir: str | Path, k: int, seed: int = 0,
+                 slack: float = 0.05, n_iter: int = 20, refine_iter: int = 3,
+                 metric: str = "cosine") -> BalancedKMeansResult:
+    """:func:`balanced_kmeans` with its artefacts in ``out_dir`` (``assignments.npy``, ``centroids.npy``,
+    ``clusters.json``), reused when the inputs' fingerprint and the files' hashes still match.
+
+    Args:
+        embeddings (np.ndarray): (N, D) embeddings.
+        embeddings_fingerprint (str): fingerprint of the embeddings (from their sidecar).
+        out_dir (str | Path): artefact directory.
+        k, seed, slack, n_iter, refine_iter, metric: see :func:`balanced_kmeans`.
+
+    Returns:
+        BalancedKMeansResult: the (possibly reloaded) clustering.
+
+    >>> import tempfile
+    >>> x = np.random.default_rng(0).normal(size=(40, 4)).astype(np.float32)
+    >>> d = tempfile.mkdtemp()
+    >>> a = cluster_step(x, "fp", d, k=4, slack=0.0); b = cluster_step(x, "fp", d, k=4, slack=0.0)
+    >>> bool((a.assignments == b.assignments).all()), a.sizes.tolist()
+    (True, [10, 10, 10, 10])
+    """
+    out = Path(out_dir)
+    params = {"k": k, "seed": seed, "slack": slack, "n_iter": n_iter, "refine_iter": refine_iter, "metric": metric}
+    inputs = fingerprint("clusters", embeddings_fingerprint, params)
+    marker = read_json(out / "clusters.json")
+    if marker is not None and marker.get("inputs") == inputs:
+        try:
+            if all(file_sha256(out / name) == marker["sha256"][name] for name in ("assignments.npy", "centroids.npy")):
+                assign = np.load(out / "assignments.npy")
+                sizes = np.bincount(assign, minlength=k)
+                return BalancedKMeansResult(assign, np.load(out / "centroids.npy"), sizes,
+                                            tuple(marker["bounds"]), float(marker["inertia"]))
+        except (OSError, KeyError, ValueError):
+            pass
+        log.warning("%s: cluster files do not match their marker; clustering again", out)
+    result = balanced_kmeans(np.asarray(embeddings), k, seed=seed, slack=slack, n_iter=n_iter,
+                             refine_iter=refine_iter, metric=metric)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "clusters.json").unlink(missing_ok=True)
+    np.save(out / "assignments.npy", result.assignments)
+    np.save(out / "centroids.npy", result.centroids)
+    write_json_atomic(out / "clusters.json", {
+        "inputs": inputs, "params": params, "n": int(result.assignments.size), "bounds": list(result.bounds),
+        "sizes": result.sizes.tolist(), "inertia": result.inertia,
+        "sha256": {name: file_sha256(out / name) for name in ("assignments.npy", "centroids.npy")}})
+    return result

@@ -14,15 +14,13 @@ continues after the last complete chunk; anything else starts over.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from nemo_salad.selection.artefacts import read_json, write_json_atomic
 from nemo_salad.selection.encoders import TextEncoder
 
 __all__ = ["embed_texts", "load_embeddings", "texts_fingerprint"]
@@ -45,22 +43,6 @@ def texts_fingerprint(texts: Sequence[str]) -> str:
         digest.update(len(data).to_bytes(8, "little"))
         digest.update(data)
     return digest.hexdigest()
-
-
-def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    """Write ``payload`` as JSON through a temporary file and a rename."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def read_json(path: Path) -> dict[str, Any] | None:
-    """The JSON object in ``path``, or None if it is missing or unreadable (an interrupted write)."""
-    try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return payload if isinstance(payload, dict) else None
 
 
 def embed_texts(

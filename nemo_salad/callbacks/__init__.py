@@ -1,0 +1,5 @@
+"""Lightning callbacks."""
+
+from nemo_salad.callbacks.active_selection import ActiveSelectionCallback
+
+__all__ = ["ActiveSelectionCallback"]
