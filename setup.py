@@ -25,6 +25,9 @@ INSTALL_REQUIRES = [
     "sentence-transformers>=3.0",
     "scikit-learn>=1.3",
     "soundfile>=0.12",
+    "soxr>=0.3",  # resampling of synthesized speech
+    "editdistance>=0.6",  # CER/WER of the ASR round-trip check
+    "tqdm>=4.60",
     "matplotlib>=3.7",
     "tensorboard>=2.14",
 ]
