@@ -62,7 +62,7 @@ class HParamModule(pl.LightningModule):
 
 def weight_measure(model, scale: float = 1.0):
     """A 'metric' that depends on the loaded weights: scale * |W| * number of cuts."""
-    norm = float(model.layer.weight.norm())
+    norm = float(model.layer.weight.detach().norm())
     return lambda cuts: scale * norm * len(list(cuts)) * (0 if model.training else 1)
 
 
@@ -73,7 +73,7 @@ def test_measure_from_checkpoint_loads_the_weights(tmp_path):
     trainer.save_checkpoint(tmp_path / "m.ckpt")
     measure = misalignment_from_checkpoint(str(tmp_path / "m.ckpt"), model_class=f"{__name__}.HParamModule",
                                            metric=f"{__name__}.weight_measure", scale=2.0)
-    assert measure([1, 2, 3]) == pytest.approx(2.0 * float(module.layer.weight.norm()) * 3)
+    assert measure([1, 2, 3]) == pytest.approx(2.0 * float(module.layer.weight.detach().norm()) * 3)
     with pytest.raises(FileNotFoundError, match="measure.checkpoint"):
         misalignment_from_checkpoint(str(tmp_path / "none.ckpt"))
     with pytest.raises(ImportError, match="no_such_module"):
