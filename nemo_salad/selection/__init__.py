@@ -7,7 +7,13 @@ kill; :class:`nemo_salad.callbacks.ActiveSelectionCallback` runs rounds during t
 """
 
 from nemo_salad.selection.active import ActiveSelection, load_selection, select_and_synthesize
-from nemo_salad.selection.cluster import BalancedKMeansResult, balanced_assign, balanced_kmeans, cluster_step, size_bounds
+from nemo_salad.selection.cluster import (
+    BalancedKMeansResult,
+    balanced_assign,
+    balanced_kmeans,
+    cluster_step,
+    size_bounds,
+)
 from nemo_salad.selection.config import ClusterConfig, EmbedConfig, SelectionConfig
 from nemo_salad.selection.embed import embed_texts, load_embeddings, texts_fingerprint
 from nemo_salad.selection.encoders import (

@@ -59,6 +59,9 @@ class ActiveSelection:
         exhausted (bool): the corpus ran out before the budget.
         parts (list[str]): synthesized part directories (names inside the selection directory).
         n_dropped (int): drawn items dropped by the synthesizer.
+
+    >>> ActiveSelection(["a"], [0], 3.5, "seconds", 4.0, 1.0, False, ["part_000"], 0).total
+    3.5
     """
 
     ids: list[str]
@@ -99,7 +102,8 @@ def select_and_synthesize(
 
     Args:
         order (DrawSequence): the deterministic draw order.
-        ids (Sequence[str]): corpus ids. texts (Sequence[str]): corpus texts.
+        ids (Sequence[str]): corpus ids.
+        texts (Sequence[str]): corpus texts.
         out_dir (str | Path): where ``part_<n>`` directories and ``selection.json`` go.
         budget (float): in seconds (``unit="seconds"``) or tokens (``unit="tokens"``).
         unit (str): ``"seconds"`` or ``"tokens"``.
@@ -112,6 +116,15 @@ def select_and_synthesize(
 
     Returns:
         ActiveSelection: the final selection (also in ``out_dir/selection.json``).
+
+    >>> import tempfile, numpy as np
+    >>> from nemo_salad.synthesis import SineBackend
+    >>> texts = ["One short text.", "Another one here.", "And a third."]
+    >>> order = DrawSequence(np.zeros(3, int), np.array([1.0]), seed=0)
+    >>> sel = select_and_synthesize(order, ["a", "b", "c"], texts, tempfile.mkdtemp(), budget=2.0, unit="seconds",
+    ...                             backend=SineBackend(), estimate=lambda i: 0.06 * len(texts[i]))
+    >>> len(sel.ids), sel.total <= 2.0 < sel.total + sel.stop_cost
+    (2, True)
     """
     from nemo_salad.synthesis import synthesize_to_shar, text_cuts
 
@@ -184,8 +197,9 @@ def _write_final(selection_dir: Path, parts: Sequence[str], ids: Sequence[str], 
     if final.is_dir() and marker is not None and marker.get("ids") == key:
         return final
     shutil.rmtree(final, ignore_errors=True)
+    for stale in selection_dir.glob(".final.tmp-*"):  # left by a killed run
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = selection_dir / f".final.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     keep = IdFilter(ids)
     cuts = CutSet()
@@ -208,6 +222,12 @@ def load_selection(selection_dir: str | Path) -> Any:
 
     Raises:
         FileNotFoundError: if the selection is not finished.
+
+    >>> import tempfile
+    >>> load_selection(tempfile.mkdtemp())
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: ... holds no finished selection (selection.json and final/)
     """
     from lhotse import CutSet
 

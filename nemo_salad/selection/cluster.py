@@ -42,6 +42,10 @@ class BalancedKMeansResult:
         sizes (np.ndarray): (K,) int64 points per cluster.
         bounds (tuple[int, int]): the guaranteed ``(L, U)`` size bounds.
         inertia (float): mean distance of a point to its assigned centroid.
+
+    >>> r = BalancedKMeansResult(np.zeros(4, np.int32), np.ones((1, 2), np.float32), np.array([4]), (4, 4), 0.0)
+    >>> r.sizes.tolist()
+    [4]
     """
 
     assignments: np.ndarray

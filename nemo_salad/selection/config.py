@@ -10,7 +10,11 @@ __all__ = ["ClusterConfig", "EmbedConfig", "SelectionConfig"]
 @dataclass
 class EmbedConfig:
     """Step 1. ``encoder``: ``"sentence_transformers"`` (``model`` = local folder; None = offline
-    all-MiniLM-L6-v2, the paper uses BAAI/bge-large-en-v1.5) or ``"hashing"`` (model-free, ``dim`` features)."""
+    all-MiniLM-L6-v2, the paper uses BAAI/bge-large-en-v1.5) or ``"hashing"`` (model-free, ``dim`` features).
+
+    >>> EmbedConfig(encoder="hashing").dim
+    384
+    """
 
     encoder: str = "sentence_transformers"
     model: str | None = None
@@ -22,7 +26,11 @@ class EmbedConfig:
 
 @dataclass
 class ClusterConfig:
-    """Step 2: balanced k-means into ``k`` clusters (paper K = 128), sizes within ``(1 ± slack) N/K``."""
+    """Step 2: balanced k-means into ``k`` clusters (paper K = 128), sizes within ``(1 ± slack) N/K``.
+
+    >>> ClusterConfig(k=64).metric
+    'cosine'
+    """
 
     k: int = 128
     slack: float = 0.05

@@ -129,6 +129,12 @@ def load_embeddings(out_dir: str | Path, expect_fingerprint: str | None = None) 
     Raises:
         FileNotFoundError: if the directory holds no complete embeddings.
         ValueError: if the array disagrees with its sidecar or the fingerprint differs.
+
+    >>> import tempfile
+    >>> from nemo_salad.selection.encoders import HashingEncoder
+    >>> d = tempfile.mkdtemp(); _ = embed_texts(["x", "y"], HashingEncoder(dim=4), d)
+    >>> load_embeddings(d).shape
+    (2, 4)
     """
     out = Path(out_dir)
     meta = read_json(out / SIDECAR)

@@ -52,6 +52,10 @@ def misalignment_from_checkpoint(
     Raises:
         FileNotFoundError: if the checkpoint does not exist.
         ImportError: if the class or metric cannot be imported.
+
+    >>> measure = misalignment_from_checkpoint("out/stage1/last.ckpt")  # doctest: +SKIP
+    >>> measure(probe_cuts)  # doctest: +SKIP
+    0.131
     """
     if not Path(checkpoint).is_file():
         raise FileNotFoundError(f"checkpoint {checkpoint} does not exist (set measure.checkpoint)")

@@ -41,6 +41,9 @@ class ProbeResult:
         fingerprint (str): identifies texts, backend and synthesis settings.
         misalignment (float | None): M(c), None when excluded or not measured.
         excluded (str | None): why the cluster is not sampled (None if it is).
+
+    >>> ProbeResult(cluster=3, n_probe=16, n_written=12, audio_seconds=80.0, chars=1300, fingerprint="f").n_dropped
+    4
     """
 
     cluster: int
@@ -103,6 +106,14 @@ def synthesize_probes(
 
     Returns:
         dict[int, ProbeResult]: per cluster, without misalignment yet.
+
+    >>> import tempfile
+    >>> from nemo_salad.synthesis import SineBackend
+    >>> out = tempfile.mkdtemp()
+    >>> res = synthesize_probes({0: np.array([0, 1])}, ["a", "b"], ["Hello there.", "Good night."], SineBackend(), out)
+    >>> res = measure_probes(res, out, measure=lambda cuts: float(len(list(cuts))), tag="demo")
+    >>> res[0].n_written, res[0].misalignment
+    (2, 2.0)
     """
     from nemo_salad.synthesis import load_synthesized, synthesize_to_shar, text_cuts
 
@@ -156,6 +167,9 @@ def measure_probes(
 
     Raises:
         ValueError: if ``measure`` returns a negative or non-finite value (naming the cluster).
+
+    >>> measure_probes({0: ProbeResult(0, 4, 1, 5.0, 60, "f")}, "/nonexistent", lambda cuts: 1.0, "t")[0].excluded
+    'probe drop-out 3/4 > 0.5 (CER filter or failed synthesis)'
     """
     from nemo_salad.synthesis import load_synthesized
 

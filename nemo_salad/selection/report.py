@@ -123,6 +123,11 @@ def add_after_measurement(
 
     Raises:
         FileNotFoundError: if the round has no report yet.
+
+    >>> add_after_measurement("/nonexistent/round", lambda cuts: 0.1)
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: /nonexistent/round/report.json does not exist; run the selection round first
     """
     from nemo_salad.selection.probe import measure_probes
 

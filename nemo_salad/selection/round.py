@@ -44,6 +44,9 @@ class SelectionResult:
         report (dict): the per-cluster report (also ``workdir/report.json``).
         workdir (Path): the round's directory.
         selection_dir (Path): the directory of ``selection.json`` (``load_selection`` reads it).
+
+    >>> SelectionResult.__dataclass_fields__.keys() >= {"cuts", "report"}  # made by run_selection_round
+    True
     """
 
     cuts: Any
@@ -103,6 +106,19 @@ def run_selection_round(
 
     Raises:
         ValueError: for duplicate corpus ids, a corpus smaller than K, or no measurable cluster.
+
+    >>> import tempfile
+    >>> from nemo_salad.data.text_corpus import TextDoc
+    >>> from nemo_salad.selection.encoders import HashingEncoder
+    >>> from nemo_salad.synthesis import SineBackend
+    >>> topics = ["Cats purr and nap in the sun.", "Stock markets fell on rate fears."]
+    >>> docs = [TextDoc(f"d{i}", f"{topics[i % 2]} Note {i}.", "demo") for i in range(40)]
+    >>> cats = lambda cuts: sum("Cats" in c.supervisions[0].text for c in cuts)
+    >>> measure = lambda cuts: 2.0 if cats(cuts) > 1 else 1.0  # the model is misaligned on cats
+    >>> cfg = SelectionConfig(cluster={"k": 2, "slack": 0.0}, probe_size=2, budget=0.01, gamma=5.0)
+    >>> res = run_selection_round(cfg, docs, measure, SineBackend(), tempfile.mkdtemp(), encoder=HashingEncoder())
+    >>> res.selection.total <= 36.0, cats(res.cuts) / len(res.selection.ids) > 0.7
+    (True, True)
     """
     if isinstance(cfg, dict):
         cfg = SelectionConfig(**cfg)

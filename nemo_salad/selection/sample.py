@@ -93,6 +93,9 @@ class BudgetPrefix:
         stop (int | None): draw position of the first item that did not fit (None if the corpus ran out).
         stop_cost (float | None): its cost.
         scanned (int): draw positions read (selected, skipped and the stop item).
+
+    >>> BudgetPrefix([4, 2], 9.0, None, None, 2).exhausted
+    True
     """
 
     indices: list[int]

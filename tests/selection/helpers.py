@@ -7,8 +7,9 @@ import json
 import os
 import signal
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -110,7 +111,7 @@ class RecordingBackend:
         waves = self.inner.synthesize(texts, voice)
         if self.variable_rate:  # 0.5x .. 1.5x the nominal duration, fixed per text
             waves = [np.resize(w, max(1, int(len(w) * (0.5 + (zlib.crc32(t.encode()) % 1000) / 1000))))
-                     for w, t in zip(waves, texts)]
+                     for w, t in zip(waves, texts, strict=True)]
         return waves
 
 

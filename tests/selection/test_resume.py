@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from nemo_salad.selection import HashingEncoder, run_selection_round
 from nemo_salad.synthesis import SineBackend
 from tests.selection.helpers import RecordingBackend, RecordingEncoder, TopicMeasure, read_log, topic_corpus
@@ -26,6 +28,7 @@ def _killed_run(workdir: Path, log: Path, step: str, n: int) -> list[dict]:
     return read_log(log)[start:]
 
 
+@pytest.mark.slow
 def test_kill_at_every_step_then_resume(tmp_path):
     corpus = topic_corpus(100)
     reference = run_selection_round(config(), corpus, TopicMeasure("physics"), SineBackend(), tmp_path / "ref",
