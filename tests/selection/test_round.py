@@ -142,3 +142,19 @@ def test_budget_loop_corrects_a_wrong_estimate(corpus, tmp_path, bias):
         assert synthesized > len(sel.ids) + 1
     first = [order[i] for i in range(len(sel.ids))]
     assert sel.indices == first  # a prefix of the draw order
+
+
+def test_real_cer_filter_that_hears_nothing_excludes_every_cluster(corpus, tmp_path):
+    from nemo_salad.synthesis import CERFilter
+
+    class Deaf:  # an ASR that transcribes every waveform as silence
+        name = "deaf"
+
+        def transcribe(self, waves, sample_rate=16000):
+            return [""] * len(waves)
+
+    with pytest.raises(ValueError, match="no cluster could be measured"):
+        run_selection_round(_cfg(), corpus, TopicMeasure(), SineBackend(), tmp_path, encoder=HashingEncoder(),
+                            asr_filter=CERFilter(Deaf(), max_cer=0.3))
+    probe = json.loads(next((tmp_path / "probes").glob("c*/probe.json")).read_text())
+    assert probe["n_written"] == 0 and probe["n_probe"] == 6
