@@ -24,6 +24,7 @@ INSTALL_REQUIRES = [
     "accelerate>=1.0",
     "sentence-transformers>=3.0",
     "scikit-learn>=1.3",
+    "faiss-cpu>=1.8",  # k-means of Stage II active selection
     "soundfile>=0.12",
     "soxr>=0.3",  # resampling of synthesized speech
     "editdistance>=0.6",  # CER/WER of the ASR round-trip check

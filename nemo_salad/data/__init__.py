@@ -1,0 +1,1 @@
+"""Data: lhotse datasets, the data module, and offline text corpora."""

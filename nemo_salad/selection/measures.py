@@ -1,0 +1,90 @@
+"""Build the misalignment measure of a selection round from a trained checkpoint (for the offline CLI)."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ConstantMeasure", "import_object", "misalignment_from_checkpoint"]
+
+
+def import_object(path: str) -> Any:
+    """The object at a dotted path ``package.module.name``.
+
+    Raises:
+        ImportError: naming the path when the module or attribute does not exist.
+
+    >>> import_object("math.sqrt")(9.0)
+    3.0
+    """
+    module_name, _, attr = path.rpartition(".")
+    if not module_name:
+        raise ImportError(f"{path!r} is not a dotted path 'package.module.name'")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as err:
+        raise ImportError(f"cannot import {path!r}: {err}") from err
+
+
+def misalignment_from_checkpoint(
+    checkpoint: str,
+    model_class: str = "nemo_salad.models.SaladModel",
+    metric: str = "nemo_salad.metrics.misalignment_fn",
+    map_location: str = "cpu",
+    **metric_kwargs: Any,
+) -> Callable[[Any], float]:
+    """Load a Lightning checkpoint and wrap the model in the Stage I misalignment metric.
+
+    Args:
+        checkpoint (str): Lightning ``.ckpt`` file, loaded with ``torch.load(weights_only=True)``; the model is
+            rebuilt as ``model_class(**hyper_parameters)`` and its ``state_dict`` loaded strictly.
+        model_class (str): dotted path of the LightningModule class. Default: "nemo_salad.models.SaladModel".
+        metric (str): dotted path of ``metric(model, **metric_kwargs) -> Callable[[CutSet], float]``.
+            Default: "nemo_salad.metrics.misalignment_fn".
+        map_location (str): device for the weights. Default: "cpu".
+        **metric_kwargs: passed to the metric factory.
+
+    Returns:
+        Callable[[CutSet], float]: M of a probe CutSet, computed with the model in eval mode.
+
+    Raises:
+        FileNotFoundError: if the checkpoint does not exist.
+        ImportError: if the class or metric cannot be imported.
+
+    >>> measure = misalignment_from_checkpoint("out/stage1/last.ckpt")  # doctest: +SKIP
+    >>> measure(probe_cuts)  # doctest: +SKIP
+    0.131
+    """
+    if not Path(checkpoint).is_file():
+        raise FileNotFoundError(f"checkpoint {checkpoint} does not exist (set measure.checkpoint)")
+    import torch
+
+    cls = import_object(model_class)
+    factory = import_object(metric)
+    state = torch.load(checkpoint, map_location=map_location, weights_only=True)
+    if not isinstance(state, dict) or "state_dict" not in state:
+        raise ValueError(f"{checkpoint} is not a Lightning checkpoint (no 'state_dict'; keys: "
+                         f"{sorted(state)[:8] if isinstance(state, dict) else type(state).__name__})")
+    model = cls(**dict(state.get("hyper_parameters") or {}))
+    model.load_state_dict(state["state_dict"])
+    model.eval()
+    return factory(model, **metric_kwargs)
+
+
+class ConstantMeasure:
+    """Every probe set gets the same M: for dry runs of the pipeline without a model (the target distribution
+    then equals the cluster shares, whatever γ).
+
+    >>> ConstantMeasure(0.5)(None)
+    0.5
+    """
+
+    def __init__(self, value: float = 1.0) -> None:
+        if value <= 0:
+            raise ValueError(f"value must be > 0, got {value}")
+        self.value = float(value)
+
+    def __call__(self, cuts: Any) -> float:
+        return self.value
