@@ -64,11 +64,13 @@ def main() -> None:
     print(f"threads={args.threads} reps={args.reps} (median step time)")
     print(f"{'teacher':>8} {'step s':>8} {'params MiB':>11} {'trainable':>11} {'peak RSS MiB':>13}")
     for mode, r in rows.items():
-        print(f"{mode:>8} {r['step_s']:>8.2f} {r['param_mb']:>11.0f} {r['trainable_params']:>11,} {r['peak_rss_mb']:>13.0f}")
+        print(f"{mode:>8} {r['step_s']:>8.2f} {r['param_mb']:>11.0f} {r['trainable_params']:>11,} "
+              f"{r['peak_rss_mb']:>13.0f}")
     c, s = rows["copy"], rows["shared"]
     print(f"shared vs copy: parameter memory saved {c['param_mb'] - s['param_mb']:.0f} MiB "
           f"({1 - s['param_mb'] / c['param_mb']:.0%}); peak RSS saved {c['peak_rss_mb'] - s['peak_rss_mb']:.0f} MiB "
-          f"({1 - s['peak_rss_mb'] / c['peak_rss_mb']:.0%}); step time ratio shared/copy {s['step_s'] / c['step_s']:.2f}")
+          f"({1 - s['peak_rss_mb'] / c['peak_rss_mb']:.0%}); "
+          f"step time ratio shared/copy {s['step_s'] / c['step_s']:.2f}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Measure forgetting F and misalignment M of a trained SALAD model on held-out paired speech/text.
 
-    python examples/salad_measure.py model=path/to/model.nemo output=gap.json
-    python examples/salad_measure.py model=m.nemo data.demo=null +data.manifest=/data/dev_cuts.jsonl.gz
+    python examples/salad_measure.py checkpoint=path/to/model.nemo output=gap.json
+    python examples/salad_measure.py checkpoint=m.nemo data.demo=null +data.manifest=/data/dev_cuts.jsonl.gz
 """
 
 import json

@@ -23,8 +23,9 @@ def test_every_config_is_sound():
     problems = []
     for path in ALL_YAML:
         rel = path.relative_to(CONF)
-        try:
-            cfg = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+        raw = OmegaConf.load(path)
+        try:  # experiment configs (with a defaults list) interpolate their parents: checked composed, below
+            cfg = OmegaConf.to_container(raw, resolve="defaults" not in raw)
         except Exception as exc:  # noqa: BLE001 - report every broken file at once
             problems.append(f"{rel}: does not load/resolve: {exc}")
             continue
@@ -73,3 +74,16 @@ def test_a_broken_config_is_reported(tmp_path):
     assert len(problems) == 3
     assert "unexpected keyword argument 'downsampel'" in problems[0]
     assert "cannot import" in problems[1] and "outside the allowlist" in problems[2]
+
+
+def test_user_prefixes_extend_the_allowlist_only_from_code(monkeypatch):
+    from nemo_salad.parts import safe_config
+
+    cfg = {"adapter": {"_target_": "mylab.adapters.Fancy"}}
+    with pytest.raises(safe_config.UnsafeTargetError, match="mylab.adapters.Fancy"):
+        safe_config.check_targets(cfg)
+    monkeypatch.setattr(safe_config, "_EXTRA_PREFIXES", [])
+    safe_config.allow_target_prefix("mylab.")
+    safe_config.check_targets(cfg)
+    with pytest.raises(ValueError, match="must be a module path ending with '.'"):
+        safe_config.allow_target_prefix("")

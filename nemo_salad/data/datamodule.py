@@ -85,7 +85,8 @@ class SaladDataModule(pl.LightningDataModule):
             return
         self.prepare_data()
         for entry in self.cfg.get("sources") or []:
-            self.mixture.add_source(entry["name"], load_source(entry, self.cfg.get("demo")), float(entry.get("weight", 1)),
+            cuts = load_source(entry, self.cfg.get("demo"))
+            self.mixture.add_source(entry["name"], cuts, float(entry.get("weight", 1)),
                                     origin={k: v for k, v in entry.items() if k != "weight"})
         if self._resume_state is not None:
             self._resume(self._resume_state)

@@ -97,7 +97,7 @@ def demo_source(part: str, cfg: Any) -> CutSet:
     Raises:
         ValueError: for an unknown part, or when ``data.demo`` is not configured.
     """
-    from nemo_salad.data.sources import read_text_items, text_cuts_for_replay
+    from nemo_salad.data.sources import read_replay_texts
     from nemo_salad.synthesis import load_synthesized
 
     if part not in DEMO_PARTS:
@@ -106,5 +106,5 @@ def demo_source(part: str, cfg: Any) -> CutSet:
         raise ValueError(f"data source demo: {part} needs a data.demo section")
     root = prepare_demo(cfg)
     if part == "text_replay":
-        return text_cuts_for_replay(read_text_items(root / "text_replay.jsonl"))
+        return read_replay_texts(root / "text_replay.jsonl")
     return load_synthesized(root / part)

@@ -14,8 +14,9 @@ draws (reading manifests only, no audio) so a restarted run continues with the n
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from lhotse import CutSet
 

@@ -14,14 +14,13 @@ time (0.4 s per word), so that duration-bucketed samplers can batch them too.
 
 from __future__ import annotations
 
-import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from lhotse import CutSet, MonoCut, SupervisionSegment
-from nemo.utils import logging
 
-__all__ = ["SECONDS_PER_WORD", "load_source", "read_text_items", "text_cuts_for_replay"]
+__all__ = ["SECONDS_PER_WORD", "load_source", "read_replay_texts", "text_cuts_for_replay"]
 
 SECONDS_PER_WORD = 0.4
 
@@ -42,33 +41,19 @@ def text_cuts_for_replay(items: Iterable[tuple[str, str]]) -> CutSet:
     return CutSet.from_cuts(cuts)
 
 
-def read_text_items(path: str | Path) -> list[tuple[str, str]]:
-    """``(id, text)`` pairs of a JSONL file; bad lines are skipped, counted and logged with their line number.
+def read_replay_texts(path: str | Path) -> CutSet:
+    """Text-replay cuts from a JSONL of ``{"id", "text"}`` lines (bad lines are skipped, counted and logged).
 
     Raises:
         FileNotFoundError: if the file does not exist.
-        ValueError: if no line is usable.
+        ValueError: if no line is usable, or two lines share an id.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"text source {path} does not exist (expected a JSONL of {{'id', 'text'}} lines)")
-    items, bad = [], 0
-    with open(path, encoding="utf-8", errors="strict") as handle:
-        for n, line in enumerate(handle, start=1):
-            try:
-                row = json.loads(line)
-                text = str(row["text"]).strip()
-                if not text:
-                    raise ValueError("empty text")
-                items.append((str(row.get("id", f"{path.stem}-{n}")), text))
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-                bad += 1
-                logging.warning(f"{path}:{n}: skipped ({type(exc).__name__}: {exc})")
-    if bad:
-        logging.warning(f"{path}: skipped {bad} bad line(s) of {bad + len(items)}")
-    if not items:
+    from nemo_salad.data.text_corpus import read_text_jsonl
+
+    docs = read_text_jsonl(path)
+    if not docs:
         raise ValueError(f"{path}: no usable line (expected JSON objects with a non-empty 'text')")
-    return items
+    return text_cuts_for_replay((d.id, d.text) for d in docs)
 
 
 def _load_shar(path: Path) -> CutSet:
@@ -98,7 +83,7 @@ def load_source(entry: dict[str, Any], demo: Any = None) -> CutSet:
 
         return demo_source(str(value), demo)
     if kind == "texts":
-        return text_cuts_for_replay(read_text_items(value))
+        return read_replay_texts(value)
     path = Path(value)
     if not path.exists():
         raise FileNotFoundError(f"data source {entry.get('name')!r}: {kind} path {path} does not exist")

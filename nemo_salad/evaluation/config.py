@@ -112,11 +112,16 @@ def build_speech_model(spec: Any, llm: Any, tokenizer: Any) -> Any:
         return None
     if spec == "identity":
         return IdentitySpeechEncoder(llm, tokenizer)
-    if isinstance(spec, dict) and "_target_" in spec:
-        from hydra.utils import instantiate
+    if isinstance(spec, dict) and spec.get("nemo"):
+        from nemo_salad.models.salad import SaladModel
 
-        return instantiate(spec)
-    raise ValueError(f"speech_model={spec!r}; expected null, 'identity' or a node with a _target_")
+        return SaladModel.restore_from(str(spec["nemo"]), map_location="cpu")
+    if isinstance(spec, dict) and "_target_" in spec:
+        from nemo_salad.parts.safe_config import safe_instantiate
+
+        return safe_instantiate(spec, source="speech_model")
+    raise ValueError(f"speech_model={spec!r}; expected null, 'identity', {{nemo: <path.nemo>}} or a node with a "
+                     "_target_")
 
 
 def _speech_source(cfg: EvalConfig) -> Any:

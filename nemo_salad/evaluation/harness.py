@@ -50,7 +50,7 @@ class ScoringSettings:
         primary (str): the metric of the tables and gaps: "sum", "per_token" or "per_char" (acc_norm).
             Default: "per_char".
         batch_tokens (int | None): positions (rows x padded length) per scoring forward; None picks one item per
-            forward on CPU (batching measured no faster there, see ``docs/benchmarks/evaluation.md``) and 16384 on
+            forward on CPU (batching measured no faster there, see ``docs/benchmarks.md``) and 16384 on
             GPU. Default: None.
         chunk_items (int): items rendered at once (bounds memory for speech embeddings). Default: 256.
         seed (int): shot draw seed. Default: 0.

@@ -12,7 +12,6 @@ per tensor-parallel rank, ``G`` key/value groups per rank, ``D`` head width.
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from megatron.core.transformer.dot_product_attention import DotProductAttention
 from torch import Tensor

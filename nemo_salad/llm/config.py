@@ -111,7 +111,7 @@ class LLMConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "LLMConfig":
+    def from_dict(cls, values: dict[str, Any]) -> LLMConfig:
         """Build from a plain dict, rejecting unknown keys by name.
 
         Raises:
@@ -124,7 +124,7 @@ class LLMConfig:
         return cls(**dict(values))
 
     @classmethod
-    def preset(cls, name: str, **overrides: Any) -> "LLMConfig":
+    def preset(cls, name: str, **overrides: Any) -> LLMConfig:
         """A named architecture from :data:`PRESETS`, with optional field overrides.
 
         Raises:
@@ -136,7 +136,7 @@ class LLMConfig:
 
     # ------------------------------------------------------------------ Hugging Face
     @classmethod
-    def from_hf(cls, hf: dict[str, Any], source: str = "config.json") -> "LLMConfig":
+    def from_hf(cls, hf: dict[str, Any], source: str = "config.json") -> LLMConfig:
         """Read a Hugging Face ``config.json`` dict of a Llama or Qwen2 causal LM.
 
         Args:

@@ -17,8 +17,9 @@ harmless. The patches are idempotent.
 from __future__ import annotations
 
 import operator
+from collections.abc import Callable
 from functools import lru_cache, reduce
-from typing import Any, Callable
+from typing import Any
 
 import torch
 

@@ -58,5 +58,6 @@ def shard_full_state(module: nn.Module, full: dict[str, Tensor], num_query_group
         else:
             out[name] = tensor.chunk(size, dim=dim)[rank].contiguous()
         if tuple(out[name].shape) != tuple(param.shape):
-            raise ValueError(f"{name}: shard {tuple(out[name].shape)} does not match the parameter {tuple(param.shape)}")
+            raise ValueError(f"{name}: shard {tuple(out[name].shape)} does not match the parameter "
+                             f"{tuple(param.shape)}")
     return out

@@ -21,7 +21,8 @@ Legend: ``N`` positions, ``V`` vocabulary (this rank's shard under tensor parall
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 import torch
 from torch import Tensor

@@ -32,7 +32,7 @@ class GapStats:
     misalignment_sum: float = 0.0
     misalignment_tokens: int = 0
 
-    def __iadd__(self, other: "GapStats") -> "GapStats":
+    def __iadd__(self, other: GapStats) -> GapStats:
         self.forgetting_sum += other.forgetting_sum
         self.forgetting_tokens += other.forgetting_tokens
         self.misalignment_sum += other.misalignment_sum

@@ -13,8 +13,9 @@ Legend: ``B`` samples, ``C`` speech clips, ``N`` audio samples, ``T`` positions,
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from lightning.pytorch import Trainer
@@ -102,7 +103,8 @@ class SaladModel(ModelPT):
             raise ValueError(f"model.teacher.mode={self.teacher_mode!r}; expected one of {_TEACHER_MODES}")
         llm_cfg = cfg.llm
         if self.teacher_mode == "copy":
-            self.teacher = MegatronLLM(LLMConfig.from_dict(self._cfg.llm.arch), attention=llm_cfg.get("attention", "sdpa"))
+            self.teacher = MegatronLLM(LLMConfig.from_dict(self._cfg.llm.arch),
+                                       attention=llm_cfg.get("attention", "sdpa"))
             self.teacher.load_state_dict(self.llm.state_dict())
             self.teacher.requires_grad_(False).eval()
         lora = llm_cfg.get("lora")
@@ -116,7 +118,7 @@ class SaladModel(ModelPT):
             raise ValueError("model.teacher.mode=shared needs a frozen student LLM (model.llm.freeze=true) or LoRA "
                              "(model.llm.lora); with full fine-tuning use mode=copy")
 
-    def train(self, mode: bool = True) -> "SaladModel":
+    def train(self, mode: bool = True) -> SaladModel:
         super().train(mode)
         if self.teacher is not None:
             self.teacher.eval()
@@ -132,6 +134,14 @@ class SaladModel(ModelPT):
     @classmethod
     def list_available_models(cls) -> list:
         return []
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Keep Lightning checkpoints loadable with ``torch.load(weights_only=True)``: plain containers only."""
+        hparams = checkpoint.get("hyper_parameters")
+        if hparams is not None:
+            checkpoint["hyper_parameters"] = {k: OmegaConf.to_container(v, resolve=True) if isinstance(v, DictConfig)
+                                              else v for k, v in dict(hparams).items()}
+        checkpoint.pop("hparams_type", None)
 
     @classmethod
     def restore_from(cls, restore_path: str, *args: Any, save_restore_connector: Any = None, **kwargs: Any):

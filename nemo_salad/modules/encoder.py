@@ -111,7 +111,7 @@ class SpeechEncoder(nn.Module):
         hop = self.preprocessor.featurizer.hop_length / self.sample_rate
         return 1.0 / (hop * self.encoder.subsampling_factor)
 
-    def train(self, mode: bool = True) -> "SpeechEncoder":
+    def train(self, mode: bool = True) -> SpeechEncoder:
         """A frozen encoder stays in eval mode (its BatchNorm statistics must not drift)."""
         return super().train(mode and not self.frozen)
 

@@ -11,8 +11,9 @@ for a row-parallel layer ``a`` takes this rank's input slice and its output is s
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import Tensor, nn

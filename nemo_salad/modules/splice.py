@@ -17,8 +17,9 @@ the batch, ``F`` frames per clip, ``N`` aligned prediction positions in the batc
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Literal, Sequence
+from typing import Literal
 
 import torch
 from torch import Tensor

@@ -12,12 +12,35 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-__all__ = ["ALLOWED_TARGET_PREFIXES", "UnsafeTargetError", "check_targets", "safe_instantiate", "target_problems"]
+__all__ = ["ALLOWED_TARGET_PREFIXES", "UnsafeTargetError", "allow_target_prefix", "allowed_prefixes", "check_targets",
+           "safe_instantiate", "target_problems"]
 
 #: Module prefixes whose classes and functions a config may instantiate.
 ALLOWED_TARGET_PREFIXES: tuple[str, ...] = ("nemo_salad.", "nemo.collections.", "megatron.core.", "torch.nn.",
                                             "torch.optim.", "lhotse.")
 _TARGET_KEYS = ("_target_", "target", "cls")
+_EXTRA_PREFIXES: list[str] = []
+
+
+def allow_target_prefix(prefix: str) -> None:
+    """Allow configs to instantiate classes under ``prefix`` too (e.g. your own package's adapters).
+
+    Only code can extend the allowlist — a config cannot. ``prefix`` must end with a dot.
+
+    >>> allow_target_prefix("mylab.speech.")
+    >>> "mylab.speech." in allowed_prefixes()
+    True
+    >>> _EXTRA_PREFIXES.remove("mylab.speech.")
+    """
+    if not prefix.endswith(".") or prefix.count(".") < 1 or len(prefix) < 3:
+        raise ValueError(f"target prefix {prefix!r} must be a module path ending with '.', e.g. 'mypackage.'")
+    if prefix not in _EXTRA_PREFIXES:
+        _EXTRA_PREFIXES.append(prefix)
+
+
+def allowed_prefixes() -> tuple[str, ...]:
+    """The built-in allowlist plus the prefixes added with :func:`allow_target_prefix`."""
+    return ALLOWED_TARGET_PREFIXES + tuple(_EXTRA_PREFIXES)
 
 
 class UnsafeTargetError(ValueError):
@@ -39,7 +62,7 @@ def _walk(node: Any, path: str, found: list[tuple[str, str, Any]]) -> None:
             _walk(value, f"{path}[{i}]", found)
 
 
-def check_targets(cfg: Any, source: str = "config", allowed: tuple[str, ...] = ALLOWED_TARGET_PREFIXES) -> None:
+def check_targets(cfg: Any, source: str = "config", allowed: tuple[str, ...] | None = None) -> None:
     """Raise if any ``_target_`` / ``target`` / ``cls`` string in ``cfg`` is outside ``allowed``.
 
     Every offending entry is reported at once, with its path in the config.
@@ -47,7 +70,7 @@ def check_targets(cfg: Any, source: str = "config", allowed: tuple[str, ...] = A
     Args:
         cfg: a DictConfig, dict or list (nested).
         source (str): where the config came from (file name), for the message.
-        allowed (tuple[str, ...]): allowed module prefixes.
+        allowed (tuple[str, ...] | None): allowed module prefixes. Default: :func:`allowed_prefixes`.
 
     Raises:
         UnsafeTargetError: listing each ``path: target``.
@@ -58,6 +81,7 @@ def check_targets(cfg: Any, source: str = "config", allowed: tuple[str, ...] = A
     ...
     nemo_salad.parts.safe_config.UnsafeTargetError: m.nemo: refusing to instantiate x._target_='os.system' ...
     """
+    allowed = allowed or allowed_prefixes()
     found: list[tuple[str, str, Any]] = []
     _walk(cfg, "", found)
     bad = [(path, target) for path, target, _ in found if not target.startswith(allowed)]
@@ -103,8 +127,8 @@ def target_problems(cfg: Any, source: str = "config", injected: tuple[str, ...] 
         if not path.endswith("_target_"):
             continue
         where = f"{source}: {path}={target!r}"
-        if not target.startswith(ALLOWED_TARGET_PREFIXES):
-            problems.append(f"{where}: outside the allowlist {ALLOWED_TARGET_PREFIXES}")
+        if not target.startswith(allowed_prefixes()):
+            problems.append(f"{where}: outside the allowlist {allowed_prefixes()}")
             continue
         module_name, _, attr = target.rpartition(".")
         try:

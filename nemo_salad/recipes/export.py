@@ -45,7 +45,8 @@ def export_llm_to_hf(model: Any, out_dir: str | Path, tolerance: float = 1e-4) -
     """
     from transformers import AutoModelForCausalLM
 
-    out = write_hf_checkpoint(out_dir, model.llm.cfg.to_hf(), megatron_to_hf(model.llm.cfg, merged_llm_state(model.llm)))
+    hf_state = megatron_to_hf(model.llm.cfg, merged_llm_state(model.llm))
+    out = write_hf_checkpoint(out_dir, model.llm.cfg.to_hf(), hf_state)
     model.tokenizer.save_pretrained(str(out))
     reference = AutoModelForCausalLM.from_pretrained(str(out), dtype=torch.float32).eval()
     ids = model.tokenizer(PARITY_TEXT, return_tensors="pt", add_special_tokens=False).input_ids
@@ -54,5 +55,6 @@ def export_llm_to_hf(model: Any, out_dir: str | Path, tolerance: float = 1e-4) -
     diff = (reference(ids).logits - model.llm(input_ids=ids.to(model.device)).float().cpu()).abs().max().item()
     model.llm.train(was_training)
     if diff > tolerance:
-        raise RuntimeError(f"exported {out}: max |logit difference| {diff:.2e} vs the Megatron model exceeds {tolerance}")
+        raise RuntimeError(f"exported {out}: max |logit difference| {diff:.2e} vs the Megatron model exceeds "
+                           f"{tolerance}")
     return {"path": str(out), "max_abs_logit_diff": diff}

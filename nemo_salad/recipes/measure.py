@@ -17,14 +17,14 @@ class MeasureConfig:
     """Settings of a measurement run (``conf/measure.yaml`` holds the defaults).
 
     Attributes:
-        model: a ``.nemo`` written by training.
+        checkpoint: a ``.nemo`` written by training.
         data: one data source entry (``shar``, ``manifest`` or ``demo``; see :mod:`nemo_salad.data.sources`).
         demo: the ``data.demo`` section when ``data`` names a demo part.
         layout: speech/text layout (see :class:`~nemo_salad.data.layout.LayoutConfig`).
         output: JSON file to write.
     """
 
-    model: str = "???"
+    checkpoint: str = "???"
     data: dict[str, Any] = field(default_factory=dict)
     demo: dict[str, Any] | None = None
     layout: dict[str, Any] = field(default_factory=lambda: {"kind": "interleaved"})
@@ -42,13 +42,13 @@ def run_measure(cfg: Any) -> dict[str, Any]:
     from nemo_salad.models.salad import SaladModel
 
     cfg = OmegaConf.merge(OmegaConf.structured(MeasureConfig), cfg)
-    model = SaladModel.restore_from(cfg.model, map_location="cpu")
+    model = SaladModel.restore_from(cfg.checkpoint, map_location="cpu")
     cuts = load_source(OmegaConf.to_container(cfg.data, resolve=True), cfg.demo)
     if cfg.max_cuts:
         cuts = cuts.subset(first=int(cfg.max_cuts))
     layout = OmegaConf.to_container(cfg.layout, resolve=True)
     layout = LayoutConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in layout.items()})
-    result = {"model": cfg.model, **measure_gap(model, cuts, layout, cfg.batch_duration, cfg.seed)}
+    result = {"checkpoint": cfg.checkpoint, **measure_gap(model, cuts, layout, cfg.batch_duration, cfg.seed)}
     Path(cfg.output).parent.mkdir(parents=True, exist_ok=True)
     Path(cfg.output).write_text(json.dumps(result, indent=2) + "\n")
     return result

@@ -16,9 +16,10 @@ from nemo.utils import logging
 from nemo.utils.exp_manager import exp_manager
 from omegaconf import DictConfig, OmegaConf
 
-from nemo_salad.callbacks import GapReport
+from nemo_salad.callbacks import ActiveSelectionCallback, GapReport, PreDecayCheckpoint
 from nemo_salad.data.datamodule import SaladDataModule
 from nemo_salad.models.salad import SaladModel
+from nemo_salad.parts.checkpoint_io import SafeCheckpointIO
 from nemo_salad.parts.safe_config import check_targets
 
 __all__ = ["build", "train"]
@@ -31,8 +32,16 @@ def build(cfg: DictConfig) -> tuple[pl.Trainer, SaladModel, SaladDataModule]:
         torch.set_num_threads(int(cfg.threads))
     pl.seed_everything(int(cfg.get("seed", 0)), workers=True)
     callbacks: list[Any] = [GapReport(at_start=bool(cfg.get("report_gap_at_start", True)))]
-    trainer = pl.Trainer(**OmegaConf.to_container(cfg.trainer, resolve=True), callbacks=callbacks)
-    exp_manager(trainer, cfg.get("exp_manager"))
+    if cfg.get("active_selection"):
+        callbacks.append(active_selection_callback(cfg.active_selection))
+    trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+    if trainer_cfg.get("strategy", "auto") in ("auto", "ddp", "ddp_spawn", "single_device"):
+        trainer_cfg.setdefault("plugins", []).append(SafeCheckpointIO())  # resume with weights_only=True
+    trainer = pl.Trainer(**trainer_cfg, callbacks=callbacks)
+    log_dir = exp_manager(trainer, cfg.get("exp_manager"))
+    decay = float((cfg.model.get("optim") or {}).get("decay_fraction", 0.2))
+    trainer.callbacks.append(PreDecayCheckpoint(Path(log_dir or ".") / "checkpoints", str(cfg.get("name", "salad")),
+                                                decay))
     model = SaladModel(cfg.model, trainer=trainer)
     if cfg.get("init_from") and not trainer.ckpt_path:
         load_weights(model, str(cfg.init_from))
@@ -40,12 +49,26 @@ def build(cfg: DictConfig) -> tuple[pl.Trainer, SaladModel, SaladDataModule]:
     return trainer, model, data
 
 
+def active_selection_callback(sel: DictConfig) -> ActiveSelectionCallback:
+    """The Stage II selection callback from an ``active_selection`` config section (see ``conf/stage2.yaml``)."""
+    from nemo_salad.selection.cli import CorpusConfig, load_corpus
+
+    corpus_cfg = CorpusConfig(**OmegaConf.to_container(sel.corpus, resolve=True))
+    return ActiveSelectionCallback(OmegaConf.to_container(sel.selection, resolve=True),
+                                   corpus=lambda: load_corpus(corpus_cfg),
+                                   backend=OmegaConf.to_container(sel.tts, resolve=True), workdir=str(sel.workdir),
+                                   at_train_start=bool(sel.get("at_train_start", True)),
+                                   at_step=sel.get("at_step"), every_n_steps=sel.get("every_n_steps"),
+                                   measure_after_fit=bool(sel.get("measure_after_fit", True)),
+                                   weight=float(sel.get("weight", 1.0)))
+
+
 def load_weights(model: SaladModel, path: str) -> None:
     """Initialise from another run's weights (a Lightning ``.ckpt`` or a ``.nemo``), not its optimizer state."""
     if path.endswith(".nemo"):
         state = SaladModel.restore_from(path, map_location="cpu").state_dict()
     else:
-        state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+        state = SafeCheckpointIO().load_checkpoint(path, map_location="cpu")["state_dict"]
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.endswith("_extra_state")]
     if missing or unexpected:

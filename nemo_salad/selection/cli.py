@@ -109,8 +109,7 @@ def run_select(cfg: SelectRunConfig | DictConfig | dict[str, Any]) -> Any:
     >>> run_select({"workdir": "/tmp/sel", "tts": {"name": "sine"}, "corpus": {"limit": 2000},
     ...             "measure": {"_target_": "nemo_salad.selection.measures.ConstantMeasure"}})  # doctest: +SKIP
     """
-    from hydra.utils import instantiate
-
+    from nemo_salad.parts.safe_config import safe_instantiate
     from nemo_salad.selection.round import run_selection_round
     from nemo_salad.synthesis import build_backend
 
@@ -124,7 +123,7 @@ def run_select(cfg: SelectRunConfig | DictConfig | dict[str, Any]) -> Any:
         from nemo_salad.synthesis.config import build_asr_filter
 
         asr_filter = build_asr_filter(conf.asr_filter)
-    measure = instantiate(conf.measure)
+    measure = safe_instantiate(conf.measure, source="measure")
     return run_selection_round(selection, load_corpus(conf.corpus), measure,
                                build_backend(OmegaConf.to_container(conf.tts, resolve=True)), conf.workdir,
                                asr_filter=asr_filter)

@@ -47,7 +47,8 @@ def make_batch(tokenizer, layout: str, seconds: list[float] | None = None, seed:
     audio = torch.zeros(len(clips), int(lens.max()))
     for c, n in enumerate(clips):
         audio[c, :n] = 0.1 * torch.randn(n, generator=g)
-    return {"audio": audio, "audio_lens": lens, "segments": samples, "sample_ids": [f"s{i}" for i in range(len(samples))]}
+    ids = [f"s{i}" for i in range(len(samples))]
+    return {"audio": audio, "audio_lens": lens, "segments": samples, "sample_ids": ids}
 
 
 def identity_speech(model, batch) -> tuple[torch.Tensor, torch.Tensor]:

@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 
 from nemo_salad.llm import LLMConfig, UnsupportedModelError
 from nemo_salad.llm.hf_checkpoint import CheckpointError
-from nemo_salad.llm.hf_convert import export_hf, expected_hf_shapes, hf_to_megatron, load_hf, megatron_to_hf
+from nemo_salad.llm.hf_convert import expected_hf_shapes, export_hf, hf_to_megatron, load_hf, megatron_to_hf
 
 PARITY_TOL = 1e-4  # fp32 max |Δlogit| required by the spec
 
@@ -148,8 +148,8 @@ def test_vocab_mismatch_reports_found_and_expected(tiny_hf, tmp_path):
     cfg = json.loads((ckpt / "config.json").read_text())
     cfg["vocab_size"] = cfg["vocab_size"] + 8
     (ckpt / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(CheckpointError, match=r"model\.embed_tokens\.weight in .*model\.safetensors: found \(320, \d+\), "
-                                              r"expected \(328, \d+\)"):
+    pattern = r"model\.embed_tokens\.weight in .*model\.safetensors: found \(320, \d+\), expected \(328, \d+\)"
+    with pytest.raises(CheckpointError, match=pattern):
         load_hf(ckpt)
 
 

@@ -31,12 +31,15 @@ def test_select_yaml_matches_schema_and_targets_bind():
     assert OmegaConf.is_missing(raw.measure, "checkpoint") and OmegaConf.is_missing(raw, "workdir")
 
 
-def test_cli_runs_a_round_on_a_jsonl_corpus(tmp_path, caplog):
+def test_cli_runs_a_round_on_a_jsonl_corpus(tmp_path, caplog, monkeypatch):
     main = runpy.run_path(str(ROOT / "examples" / "salad_select.py"), run_name="salad_select")["main"]
 
     corpus = tmp_path / "web.jsonl"
     lines = [json.dumps({"id": d.id, "text": d.text}) for d in topic_corpus(60)] + ["{not json"]
     corpus.write_text("\n".join(lines) + "\n")
+    from nemo_salad.parts import safe_config
+
+    monkeypatch.setattr(safe_config, "_EXTRA_PREFIXES", ["tests.selection."])  # the test's stub measure
     main(["--config", str(ROOT / "conf" / "select.yaml"), f"workdir={tmp_path / 'round'}", f"corpus.jsonl={corpus}",
           "corpus.min_words=5", "tts.name=sine", "selection.embed.encoder=hashing", "selection.cluster.k=6",
           "selection.probe_size=4", "selection.budget=0.03", "measure._target_=tests.selection.helpers.TopicMeasure",

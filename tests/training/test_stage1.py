@@ -46,7 +46,7 @@ def test_training_reduces_distillation_loss_and_misalignment(tone_corpus, tmp_pa
     from nemo_salad.recipes.measure import run_measure
 
     measured = run_measure(OmegaConf.create({
-        "model": str(exported[0]), "data": {"name": "val", "manifest": str(tone_corpus / "val.jsonl.gz")},
+        "checkpoint": str(exported[0]), "data": {"name": "val", "manifest": str(tone_corpus / "val.jsonl.gz")},
         "layout": OmegaConf.to_container(cfg.data.layout), "seed": int(cfg.data.seed) + 1,
         "batch_duration": float(cfg.data.batch_duration), "output": str(tmp_path / "gap.json")}))
     written = json.loads((tmp_path / "gap.json").read_text())
@@ -107,3 +107,17 @@ def test_killed_run_resumes_optimizer_schedule_and_data(tone_corpus, tmp_path):
 
 def _skipped(data, cuts) -> set[str]:
     return {cut_id for cut_id, _ in data.dataset()[cuts]["skipped"]}
+
+
+def test_checkpoints_load_with_weights_only(tone_corpus, tmp_path):
+    """Lightning checkpoints of SaladModel hold tensors and plain containers only, and the trainer reads them
+    with torch.load(weights_only=True)."""
+    cfg = compose(tiny_overrides(tone_corpus, tmp_path / "exp", max_steps=3))
+    trainer, model, data = build(cfg)
+    assert any(type(p).__name__ == "SafeCheckpointIO" for p in [trainer.strategy.checkpoint_io])
+    trainer.fit(model, datamodule=data)
+    ckpt = next((tmp_path / "exp").rglob("*-last.ckpt"))
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    assert isinstance(state["hyper_parameters"]["cfg"], dict) and state["global_step"] == 3
+    rebuilt = SaladModel(state["hyper_parameters"]["cfg"])  # the config alone rebuilds the architecture
+    rebuilt.load_state_dict(state["state_dict"])
