@@ -10,6 +10,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from nemo_salad.data.text_corpus import TextDoc, chunk_text, offline_text_corpus, read_text_jsonl
 from nemo_salad.selection.config import SelectionConfig
+from nemo_salad.synthesis.config import ASRFilterConfig
 
 __all__ = ["CorpusConfig", "SelectRunConfig", "load_corpus", "merge_overrides", "run_select"]
 
@@ -33,21 +34,6 @@ class CorpusConfig:
 
 
 @dataclass
-class ASRFilter:
-    """CER filter of synthesized speech (see ``nemo_salad.synthesis.config.ASRFilterConfig``).
-
-    >>> ASRFilter().enabled
-    False
-    """
-
-    enabled: bool = False
-    engine: str = "whisper"
-    model: str | None = None
-    max_cer: float | None = 0.3
-    device: str = "cpu"
-
-
-@dataclass
 class SelectRunConfig:
     """``workdir``: the round's artefacts; ``measure``: a ``_target_`` factory returning ``Callable[[CutSet],
     float]``; ``tts``: a ``build_backend`` config.
@@ -60,7 +46,7 @@ class SelectRunConfig:
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     tts: dict[str, Any] = field(default_factory=lambda: {"name": "piper"})
-    asr_filter: ASRFilter = field(default_factory=ASRFilter)
+    asr_filter: ASRFilterConfig = field(default_factory=ASRFilterConfig)
     measure: dict[str, Any] = field(default_factory=dict)
 
 
