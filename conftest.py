@@ -13,6 +13,8 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+import nemo_salad  # noqa: E402,F401  (registers its CPU guards before any test imports NeMo or megatron-core)
+
 torch.set_num_threads(1)
 
 _real_connect = socket.socket.connect

@@ -37,7 +37,16 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
 fi
 
 pip=("$VENV/bin/python" -m pip install --disable-pip-version-check "${constraints[@]}")
-[ "$SYSTEM" = "1" ] || "${pip[@]}" torch==2.13.0
+if [ "$SYSTEM" != "1" ]; then
+  # The CPU build of torch: from a local wheel store when there is one (PIP_FIND_LINKS, /opt/wheels), else from
+  # PyTorch's CPU index. PyPI's plain "torch" wheel is the multi-GB CUDA build, which is never wanted here.
+  store="${PIP_FIND_LINKS:-/opt/wheels}"
+  if ls "$store"/torch-2.13.0+cpu-*.whl >/dev/null 2>&1; then
+    "${pip[@]}" --find-links "$store" "torch==2.13.0+cpu"
+  else
+    "${pip[@]}" --extra-index-url https://download.pytorch.org/whl/cpu "torch==2.13.0+cpu"
+  fi
+fi
 "${pip[@]}" -e ".[all]"
 if [ "$SYSTEM" = "1" ]; then  # the image's own packages may disagree among themselves: report, don't fail
   "$VENV/bin/python" -m pip check || echo "nemo_salad: pip check reported conflicts in the base image (above)"

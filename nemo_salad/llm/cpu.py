@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["cpu_mode", "ensure_cpu_support", "seed_model_parallel_rng"]
+__all__ = ["cpu_mode", "ensure_cpu_support", "guard_unified_memory_import", "seed_model_parallel_rng"]
 
 _INSTALLED = False
 
@@ -104,6 +104,35 @@ def _patch_default_causal_mask() -> None:
 
     transformer_utils.get_default_causal_mask = get_default_causal_mask
     fused_softmax.get_default_causal_mask = get_default_causal_mask
+
+
+def guard_unified_memory_import() -> bool:
+    """Keep ``megatron.core.inference.unified_memory`` from JIT-compiling a CUDA extension without a GPU.
+
+    On import, that module compiles a CUDA allocator with ``torch.utils.cpp_extension.load_inline``. With a
+    CUDA build of torch on a machine without a GPU, the compiler's architecture list is empty and the import dies
+    with an ``IndexError`` that megatron does not catch (NeMo imports the module indirectly). Without CUDA the
+    allocator could not be used anyway, so an equivalent module reporting ``has_unified_memory = False`` is
+    registered instead. Does nothing when CUDA is available or the module is already imported.
+
+    Returns:
+        bool: True if the stand-in was registered.
+    """
+    import sys
+    import types
+
+    name = "megatron.core.inference.unified_memory"
+    if torch.cuda.is_available() or name in sys.modules:
+        return False
+    module = types.ModuleType(name, "CPU stand-in registered by nemo_salad: unified memory needs CUDA.")
+    module.has_unified_memory = False  # type: ignore[attr-defined]
+
+    def create_unified_mempool() -> Any:
+        raise RuntimeError("unified memory needs CUDA; this machine has none")
+
+    module.create_unified_mempool = create_unified_mempool  # type: ignore[attr-defined]
+    sys.modules[name] = module
+    return True
 
 
 def seed_model_parallel_rng(seed: int) -> None:

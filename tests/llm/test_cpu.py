@@ -57,3 +57,13 @@ def test_megatron_forward_without_explicit_mask_runs_on_cpu():
     with torch.no_grad():
         out = llm.gpt(input_ids=ids, position_ids=None, attention_mask=None)
         assert torch.allclose(out, llm(input_ids=ids), atol=1e-6)
+
+
+def test_unified_memory_stand_in_without_cuda():
+    """megatron's unified-memory module (a CUDA JIT build at import) is replaced by a CPU stand-in."""
+    import importlib
+
+    mod = importlib.import_module("megatron.core.inference.unified_memory")
+    assert mod.has_unified_memory is False
+    with pytest.raises(RuntimeError, match="needs CUDA"):
+        mod.create_unified_mempool()
