@@ -248,24 +248,56 @@ class SaladModel(ModelPT):
     def _count_data_skips(self, batch: dict[str, Any]) -> None:
         self.data_skipped += len(batch.get("skipped") or [])
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor | None:
+    def training_step(self, batch: dict[str, Any], batch_idx: int | None = None) -> Tensor | None:
+        """The training loss. ``batch_idx`` is None when megatron's schedule calls it (``MegatronStrategy``),
+        which needs a tensor even for a batch with nothing to learn (then a zero connected to the graph)."""
         self._count_data_skips(batch)
         out = self.compute_loss(batch)
         n = len(batch["segments"])
         self.log("train/skipped", float(self.data_skipped + sum(self.skipped.values())), batch_size=max(n, 1))
         if out is None:
-            return None
+            return None if batch_idx is not None else self.llm.output_weight.sum() * 0.0
         self.log_dict({"train/loss": out.loss.detach(), "train/kd": out.kd, "train/nll": out.nll,
                        "train/tokens": float(out.num_tokens)}, prog_bar=False, batch_size=n)
         self.log("loss", out.loss.detach(), prog_bar=True, logger=False, batch_size=n)
         return out.loss
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+    def validation_step(self, batch: dict[str, Any], batch_idx: int | None = None) -> Tensor | None:
         out = self.compute_loss(batch)
         if out is not None:
             n = len(batch["segments"])
             self.log_dict({"val/loss": out.loss, "val/kd": out.kd, "val/nll": out.nll}, batch_size=n)
         self._val_gap += gap_stats(self, batch)
+        return out.loss if out is not None else self.llm.output_weight.sum() * 0.0
+
+    # ------------------------------------------------------------------ NeMo-2 Megatron contract
+    @property
+    def config(self) -> Any:
+        """megatron-core reads schedule settings (precision, overlap hooks, ...) from the module's ``config``."""
+        return self.llm.gpt.config
+
+    @property
+    def model_type(self) -> Any:
+        """megatron-core's model type (a decoder-only GPT)."""
+        return self.llm.gpt.model_type
+
+    def configure_model(self) -> None:
+        """Called by ``MegatronStrategy``; the modules are already built in ``__init__``."""
+
+    def data_step(self, dataloader_iter: Any) -> dict[str, Any]:
+        from nemo_salad.models.megatron_contract import megatron_data_step
+
+        return megatron_data_step(dataloader_iter, self.device)
+
+    def training_loss_reduction(self) -> Any:
+        from nemo_salad.models.megatron_contract import SaladLossReduction
+
+        return SaladLossReduction()
+
+    def validation_loss_reduction(self) -> Any:
+        from nemo_salad.models.megatron_contract import SaladLossReduction
+
+        return SaladLossReduction(validation=True)
 
     def on_validation_epoch_end(self) -> None:
         stats, self._val_gap = self._val_gap, GapStats()

@@ -161,3 +161,33 @@ def test_llm_export_with_merged_lora_matches_the_student(tiny_tokenizer_dir, tmp
         assert (hf(ids).logits - with_lora).abs().max() < 1e-4  # the export carries the LoRA update
         assert (with_lora - without).abs().max() > 1e-3
     assert any(".lora." in k for k in model.llm.state_dict())  # the model itself still has its adapters
+
+
+def test_megatron_parallel_step_equals_the_plain_step(tiny_tokenizer_dir):
+    """The forward-step function that NeMo-2's MegatronParallel (driven by MegatronStrategy) builds from the model's
+    own data_step / training_step / training_loss_reduction gives the same loss and gradients as the plain
+    Lightning step. (megatron-core's schedule around it allocates on CUDA, so it runs on GPUs only.)"""
+    from nemo.lightning.megatron_parallel import MegatronParallel, _ModuleStepFunction
+
+    torch.manual_seed(5)
+    model = SaladModel(model_cfg(tiny_tokenizer_dir)).train()
+    batch = make_batch(model.tokenizer, "interleaved")
+    reference = model.compute_loss(batch)
+    reference.loss.backward()
+    expected = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+
+    wrapped = MegatronParallel(model, cpu=True)
+    step_fn = wrapped.wrapped_forward_step(
+        forward_step=_ModuleStepFunction.from_forward_step(model, "training"),
+        data_step=_ModuleStepFunction.from_data_step(model, "training"),
+        loss_reduction=_ModuleStepFunction.from_loss_reduction(model, "training"), context={"step": None})
+    output, loss_fn = step_fn(iter([(batch, 0, 0)]), model)  # what megatron's schedule calls per micro-batch
+    loss, reduced = loss_fn(output)
+    loss.backward()
+    assert torch.allclose(loss.detach(), reference.loss.detach(), atol=1e-6)
+    assert torch.allclose(loss_fn.reduce([reduced]), reference.loss.detach(), atol=1e-6)
+    got = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    assert got.keys() == expected.keys() and len(got) > 10
+    for name, grad in expected.items():
+        assert torch.allclose(got[name], grad, atol=1e-6, rtol=1e-5), name
