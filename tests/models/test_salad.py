@@ -37,7 +37,7 @@ def test_identity_path_student_equals_teacher(model, layout, pad_side, monkeypat
         assert sb.num_targets == n_text - n_first  # every text token with something before it is compared
         assert torch.allclose(student, teacher, atol=1e-5), (student - teacher).abs().max()
         # the dense map agrees too: student logits at text positions == teacher logits at their index
-        s_all, t_all = model.llm(inputs_embeds=sb.inputs_embeds, padding_mask=sb.student_mask), None
+        s_all = model.llm(inputs_embeds=sb.inputs_embeds, padding_mask=sb.student_mask)
         t_all = model.teacher_logits(model.teacher_hidden(sb))
         b, i = (sb.text_index >= 0).nonzero(as_tuple=True)
         assert torch.allclose(s_all[b, i], t_all[b, sb.text_index[b, i]], atol=1e-5)
@@ -87,8 +87,7 @@ def test_padding_is_exact(model, pad_side, monkeypatch):
 
 
 def _kl_loss(model, sb):
-    student, teacher = model.llm.logits(model.student_hidden(sb).flatten(0, 1)[sb.student_pos]), None
-    teacher = model.teacher_logits(model.teacher_hidden(sb).flatten(0, 1)[sb.teacher_pos])
+    student, teacher = _aligned_logits(model, sb)
     return torch.nn.functional.kl_div(student.log_softmax(-1), teacher.log_softmax(-1), log_target=True,
                                       reduction="batchmean")
 
