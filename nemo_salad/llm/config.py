@@ -258,6 +258,8 @@ class LLMConfig:
         """megatron-core ``TransformerConfig`` for this architecture.
 
         Fusions that need Transformer Engine or apex are off; on CPU, parameters are created on the CPU.
+        ``tensor_model_parallel_size`` defaults to the size of megatron's tensor-parallel group when one exists, so
+        every block built from this config (LLM, adapter) agrees with the layers' process group.
         ``overrides`` are passed through (e.g. ``tensor_model_parallel_size``, ``bf16``,
         ``sequence_parallel``).
         """
@@ -291,6 +293,10 @@ class LLMConfig:
             persist_layer_norm=False,
             gradient_accumulation_fusion=False,
         )
+        from megatron.core import parallel_state
+
+        if parallel_state.model_parallel_is_initialized():
+            kwargs["tensor_model_parallel_size"] = parallel_state.get_tensor_model_parallel_world_size()
         kwargs.update(overrides)
         return TransformerConfig(**kwargs)
 

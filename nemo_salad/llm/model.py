@@ -53,10 +53,6 @@ def build_gpt_model(cfg: LLMConfig, attention: AttentionImpl = "sdpa", parallel_
     ensure_cpu_support()
     if not model_parallel_ready():
         init_model_parallel()
-    from megatron.core import parallel_state
-
-    transformer_overrides.setdefault("tensor_model_parallel_size",
-                                     parallel_state.get_tensor_model_parallel_world_size())
     spec = get_gpt_layer_local_spec(normalization="RMSNorm")
     if attention == "sdpa":
         spec.submodules.self_attention.submodules.core_attention = SDPAttention
