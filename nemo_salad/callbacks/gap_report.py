@@ -36,11 +36,12 @@ class GapReport(pl.Callback):
         for loader in loaders:
             for batch in loader:
                 batch = model.transfer_batch_to_device(batch, model.device, 0)
-                out = model.compute_loss(batch)
+                outputs = model(batch)  # one set of forward passes for the loss and the gap metrics
+                out = model.compute_loss(batch, outputs)
                 if out is not None:
                     kd_sum += float(out.kd) * out.num_tokens
                     kd_tokens += out.num_tokens
-                stats += gap_stats(model, batch)
+                stats += gap_stats(model, batch, outputs=outputs)
         model.train(was_training)
         return {"kd": kd_sum / max(kd_tokens, 1), **{k: float(v) for k, v in stats.as_dict().items()}}
 

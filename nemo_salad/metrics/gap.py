@@ -70,7 +70,7 @@ def next_token_positions(mask: Tensor) -> Tensor:
 
 @torch.no_grad()
 def gap_stats(model: Any, batch: dict[str, Any], chunk_size: int = 1024,
-              speech: tuple[Tensor, Tensor] | None = None) -> GapStats:
+              speech: tuple[Tensor, Tensor] | None = None, outputs: dict[str, Any] | None = None) -> GapStats:
     """Forgetting and misalignment sums of one batch of paired speech/text.
 
     Args:
@@ -78,25 +78,29 @@ def gap_stats(model: Any, batch: dict[str, Any], chunk_size: int = 1024,
         batch (dict): a model batch (see :class:`~nemo_salad.models.SaladModel`).
         chunk_size (int): positions per chunk of the vocabulary projection. Default: 1024.
         speech (tuple | None): precomputed ``(frames, lens)`` instead of the model's encoder + adapter.
+        outputs (dict | None): ``model.forward(batch)`` when already run (spliced batch, student and teacher
+            hidden states are then reused).
 
     Returns:
         GapStats: forgetting over every next-token position of the all-text sequences, misalignment over the
         student's text predictions on speech.
     """
-    sb = model.splice_batch(batch, speech=speech)
+    outputs = dict(outputs or {})
+    sb = outputs["spliced"] if "spliced" in outputs else model.splice_batch(batch, speech=speech)
     if sb is None:
         return GapStats()
     w = model.llm.output_weight
     text_hidden = model.student_text_hidden(sb).flatten(0, 1)  # (B*Tt, H) student on text
     stats = GapStats()
     if sb.num_targets:
-        speech_hidden = model.student_hidden(sb).flatten(0, 1)[sb.student_pos]  # (N, H) student on speech
+        student = outputs["student_hidden"] if "student_hidden" in outputs else model.student_hidden(sb)
+        speech_hidden = student.flatten(0, 1)[sb.student_pos]  # (N, H) student on speech
         m = chunked_divergence(speech_hidden, w, text_hidden[sb.teacher_pos], w, chunk_size=chunk_size)
         stats.misalignment_sum, stats.misalignment_tokens = float(m.double().sum()), int(m.numel())
     if model.teacher_mode != "none":
         pos = next_token_positions(sb.teacher_mask)
-        teacher_hidden = model.teacher_hidden(sb).flatten(0, 1)[pos]
-        t_weight = model.teacher.output_weight if model.teacher is not None else w
-        f = chunked_divergence(text_hidden[pos], w, teacher_hidden, t_weight, chunk_size=chunk_size)
+        teacher = outputs["teacher_hidden"] if "teacher_hidden" in outputs else model.teacher_hidden(sb)
+        f = chunked_divergence(text_hidden[pos], w, teacher.flatten(0, 1)[pos], model.teacher_output_weight,
+                               chunk_size=chunk_size)
         stats.forgetting_sum, stats.forgetting_tokens = float(f.double().sum()), int(f.numel())
     return stats

@@ -222,27 +222,36 @@ class SaladModel(ModelPT):
         with lora_disabled(self.llm):
             return self.llm.logits(hidden)
 
-    def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
-        """Splice, then run student (with grad) and teacher (without) once: the inputs every loss needs."""
+    @property
+    def teacher_output_weight(self) -> Tensor:
+        """The teacher's ``(V, H)`` output projection (the student's own, detached, in shared mode)."""
+        return self.teacher.output_weight if self.teacher is not None else self.llm.output_weight.detach()
+
+    def forward(self, batch: dict[str, Any], teacher: bool = True) -> dict[str, Any]:
+        """Splice, then run student (with grad) and, if ``teacher``, the teacher (without) once: the inputs that
+        the loss and the gap metrics share (``spliced``, ``student_hidden``, ``teacher_hidden``)."""
         sb = self.splice_batch(batch)
         if sb is None:  # every sample skipped
             return {"spliced": None}
         out: dict[str, Any] = {"spliced": sb, "student_hidden": self.student_hidden(sb)}
-        if self.teacher_mode != "none":
+        if teacher and self.teacher_mode != "none":
             out["teacher_hidden"] = self.teacher_hidden(sb)
         return out
 
     # ------------------------------------------------------------------ training
-    def compute_loss(self, batch: dict[str, Any]) -> LossOutput | None:
-        """α·KD + (1−α)·NLL at every student position whose next token is text; None if nothing to learn."""
-        sb = self.splice_batch(batch)
+    def compute_loss(self, batch: dict[str, Any], outputs: dict[str, Any] | None = None) -> LossOutput | None:
+        """α·KD + (1−α)·NLL at every student position whose next token is text; None if nothing to learn.
+
+        ``outputs`` (from :meth:`forward`) reuses forward passes already run on this batch."""
+        outputs = outputs if outputs is not None else self.forward(batch, teacher=self.loss.alpha > 0)
+        sb = outputs["spliced"]
         if sb is None or sb.num_targets == 0:
             return None
-        student = self.student_hidden(sb).flatten(0, 1)[sb.student_pos]  # (N, H)
+        student = outputs["student_hidden"].flatten(0, 1)[sb.student_pos]  # (N, H)
         teacher = t_weight = None
         if self.loss.alpha > 0:
-            teacher = self.teacher_hidden(sb).flatten(0, 1)[sb.teacher_pos]
-            t_weight = self.teacher.output_weight if self.teacher is not None else self.llm.output_weight.detach()
+            teacher = outputs["teacher_hidden"].flatten(0, 1)[sb.teacher_pos]
+            t_weight = self.teacher_output_weight
         return self.loss(student, self.llm.output_weight, teacher, t_weight, sb.targets)
 
     def _count_data_skips(self, batch: dict[str, Any]) -> None:
@@ -263,11 +272,12 @@ class SaladModel(ModelPT):
         return out.loss
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int | None = None) -> Tensor | None:
-        out = self.compute_loss(batch)
+        outputs = self(batch)  # shared by the loss and the gap metrics
+        out = self.compute_loss(batch, outputs)
         if out is not None:
             n = len(batch["segments"])
             self.log_dict({"val/loss": out.loss, "val/kd": out.kd, "val/nll": out.nll}, batch_size=n)
-        self._val_gap += gap_stats(self, batch)
+        self._val_gap += gap_stats(self, batch, outputs=outputs)
         return out.loss if out is not None else self.llm.output_weight.sum() * 0.0
 
     # ------------------------------------------------------------------ NeMo-2 Megatron contract
