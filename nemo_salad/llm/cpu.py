@@ -12,18 +12,25 @@ megatron-core assumes CUDA in four places that the forward pass of a GPT model r
 GPU runs execute megatron's own code unchanged. Every patched function keeps the original's signature and
 falls through to the original whenever CUDA is available, so importing this module on a GPU machine is
 harmless. The patches are idempotent.
+
+Distributed checkpoints (``megatron.core.dist_checkpointing``) also call ``torch.cuda.synchronize()`` after
+staging tensors to host memory and put a failure flag on ``torch.cuda.current_device()`` before broadcasting it.
+:func:`cpu_dist_checkpointing` makes both work on CPU for the duration of a save or load only (a no-op
+synchronize, the CPU as current device); with CUDA it changes nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import lru_cache, reduce
 from typing import Any
 
 import torch
 
-__all__ = ["cpu_mode", "ensure_cpu_support", "guard_unified_memory_import", "seed_model_parallel_rng"]
+__all__ = ["cpu_dist_checkpointing", "cpu_mode", "ensure_cpu_support", "guard_unified_memory_import",
+           "seed_model_parallel_rng"]
 
 _INSTALLED = False
 
@@ -174,3 +181,23 @@ def ensure_cpu_support() -> bool:
         _patch_default_causal_mask()
         _INSTALLED = True
     return True
+
+
+@contextlib.contextmanager
+def cpu_dist_checkpointing() -> Iterator[None]:
+    """Inside the block, ``torch.cuda.synchronize`` does nothing and ``torch.cuda.current_device`` names the CPU —
+    only when CUDA is absent (megatron's distributed-checkpoint save/load reach both). Restored on exit.
+
+    >>> with cpu_dist_checkpointing():
+    ...     t = torch.zeros(1, device=torch.cuda.current_device() if torch.cuda.is_available() else "cpu")
+    """
+    if not cpu_mode():
+        yield
+        return
+    saved = torch.cuda.synchronize, torch.cuda.current_device
+    torch.cuda.synchronize = lambda device=None: None  # type: ignore[assignment]
+    torch.cuda.current_device = lambda: "cpu"  # type: ignore[assignment,return-value]
+    try:
+        yield
+    finally:
+        torch.cuda.synchronize, torch.cuda.current_device = saved

@@ -142,6 +142,12 @@ class MegatronLLM(nn.Module):
         """The ``(V, H)`` output projection (the input embedding when tied)."""
         return self.gpt.shared_embedding_or_output_weight() if self.cfg.tie_embeddings else self.gpt.output_layer.weight
 
+    def sharded_state_dict(self, prefix: str = "", sharded_offsets: tuple = (), metadata: dict | None = None
+                           ) -> dict[str, Any]:
+        """megatron-core's sharded state dict of the decoder (keys under ``{prefix}gpt.``), for distributed
+        checkpoints that load at any tensor-parallel size."""
+        return self.gpt.sharded_state_dict(prefix=f"{prefix}gpt.", sharded_offsets=sharded_offsets, metadata=metadata)
+
     def embed(self, input_ids: Tensor) -> Tensor:
         """Token embeddings ``(B, T) -> (B, T, H)``, exactly what the model adds for ``input_ids``."""
         return self.gpt.embedding.word_embeddings(input_ids)

@@ -89,18 +89,20 @@ def gap_stats(model: Any, batch: dict[str, Any], chunk_size: int = 1024,
     sb = outputs["spliced"] if "spliced" in outputs else model.splice_batch(batch, speech=speech)
     if sb is None:
         return GapStats()
-    w = model.llm.output_weight
+    w = model.llm.output_weight  # (V, H), or this rank's (V/TP, H) vocabulary shard
+    tp_group = model.llm.tp_group
     text_hidden = model.student_text_hidden(sb).flatten(0, 1)  # (B*Tt, H) student on text
     stats = GapStats()
     if sb.num_targets:
         student = outputs["student_hidden"] if "student_hidden" in outputs else model.student_hidden(sb)
         speech_hidden = student.flatten(0, 1)[sb.student_pos]  # (N, H) student on speech
-        m = chunked_divergence(speech_hidden, w, text_hidden[sb.teacher_pos], w, chunk_size=chunk_size)
+        m = chunked_divergence(speech_hidden, w, text_hidden[sb.teacher_pos], w, chunk_size=chunk_size,
+                               tp_group=tp_group)
         stats.misalignment_sum, stats.misalignment_tokens = float(m.double().sum()), int(m.numel())
     if model.teacher_mode != "none":
         pos = next_token_positions(sb.teacher_mask)
         teacher = outputs["teacher_hidden"] if "teacher_hidden" in outputs else model.teacher_hidden(sb)
         f = chunked_divergence(text_hidden[pos], w, teacher.flatten(0, 1)[pos], model.teacher_output_weight,
-                               chunk_size=chunk_size)
+                               chunk_size=chunk_size, tp_group=tp_group)
         stats.forgetting_sum, stats.forgetting_tokens = float(f.double().sum()), int(f.numel())
     return stats

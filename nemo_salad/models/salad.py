@@ -252,7 +252,7 @@ class SaladModel(ModelPT):
         if self.loss.alpha > 0:
             teacher = outputs["teacher_hidden"].flatten(0, 1)[sb.teacher_pos]
             t_weight = self.teacher_output_weight
-        return self.loss(student, self.llm.output_weight, teacher, t_weight, sb.targets)
+        return self.loss(student, self.llm.output_weight, teacher, t_weight, sb.targets, tp_group=self.llm.tp_group)
 
     def _count_data_skips(self, batch: dict[str, Any]) -> None:
         self.data_skipped += len(batch.get("skipped") or [])
@@ -293,6 +293,14 @@ class SaladModel(ModelPT):
 
     def configure_model(self) -> None:
         """Called by ``MegatronStrategy``; the modules are already built in ``__init__``."""
+
+    def sharded_state_dict(self, prefix: str = "", sharded_offsets: tuple = (), metadata: dict | None = None
+                           ) -> dict[str, Any]:
+        """Megatron distributed-checkpoint view of every weight (student, teacher, encoder, adapter, LoRA), used by
+        ``MegatronStrategy`` checkpoints and :mod:`nemo_salad.models.dist_checkpoint`."""
+        from nemo_salad.models.dist_checkpoint import sharded_state_dict
+
+        return sharded_state_dict(self, prefix, sharded_offsets, metadata)
 
     def data_step(self, dataloader_iter: Any) -> dict[str, Any]:
         from nemo_salad.models.megatron_contract import megatron_data_step

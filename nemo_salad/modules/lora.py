@@ -7,10 +7,14 @@ and :func:`lora_disabled` gives back the original model exactly — the shared-w
 
 Tensor parallelism: for a column-parallel layer ``a`` is replicated and ``b`` holds this rank's output rows;
 for a row-parallel layer ``a`` takes this rank's input slice and its output is summed over ranks before ``b``.
+Megatron distributed checkpoints record exactly that: each adapted layer's ``sharded_state_dict`` marks ``b``
+(column-parallel) or ``a`` (row-parallel) as split over tensor-parallel ranks, and ``b`` of a gated ``linear_fc1``
+as ``[gate; up]`` like its base weight, so a checkpoint saved at one tensor-parallel size loads at another.
 """
 
 from __future__ import annotations
 
+import types
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -48,13 +52,20 @@ class LoRA(nn.Module):
         self.row_parallel = row_parallel
         self.dropout = nn.Dropout(dropout)
         self.enabled = True
+        self.gated = False  # b's rows are [gate; up] (a SwiGLU fc1), for distributed checkpoints
 
     def forward(self, x: Tensor) -> Tensor:
+        """``(..., in) → (..., out)``. Row-parallel: ``a``'s partial outputs are summed over ranks (forward).
+        Column-parallel: ``a`` is replicated while ``b`` sees this rank's output rows only, so the gradient of
+        ``a(x)`` is summed over ranks (backward) — otherwise ``a`` and everything before the layer would get
+        this rank's share of the gradient alone."""
+        from megatron.core.tensor_parallel import mappings
+
         h = self.a(self.dropout(x))
         if self.row_parallel:
-            from megatron.core.tensor_parallel.mappings import reduce_from_tensor_model_parallel_region
-
-            h = reduce_from_tensor_model_parallel_region(h)
+            h = mappings.reduce_from_tensor_model_parallel_region(h)
+        else:
+            h = mappings.copy_to_tensor_model_parallel_region(h)
         return self.b(h) * self.scale
 
 
@@ -64,6 +75,30 @@ def _hook(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> Any:
         return output
     out, bias = output
     return out + lora(inputs[0]).to(out.dtype), bias
+
+
+def _sharded_state_dict_with_lora(self: nn.Module, prefix: str = "", sharded_offsets: tuple = (),
+                                  metadata: dict | None = None) -> dict[str, Any]:
+    """The layer's own sharded state dict with its LoRA weights split like the base weight.
+
+    megatron-core's parallel linears mark every tensor other than their own ``weight``/``bias`` as replicated over
+    tensor-parallel ranks; the LoRA factor that lives on this rank's output rows (``b``, column-parallel) or input
+    columns (``a``, row-parallel) is not, and a replicated entry would silently keep rank 0's shard only.
+    """
+    from megatron.core.tensor_parallel.layers import RowParallelLinear
+    from megatron.core.transformer.mlp import apply_swiglu_sharded_factory
+    from megatron.core.utils import make_tp_sharded_tensor_for_checkpoint
+
+    out = type(self).sharded_state_dict(self, prefix, sharded_offsets, metadata)
+    lora: LoRA = self.lora  # type: ignore[assignment]
+    part, axis = ("a", 1) if isinstance(self, RowParallelLinear) else ("b", 0)
+    key = f"{prefix}lora.{part}.weight"
+    sharded = make_tp_sharded_tensor_for_checkpoint(getattr(lora, part).weight, key, axis,
+                                                    prepend_offsets=sharded_offsets)
+    if lora.gated:
+        sharded = apply_swiglu_sharded_factory(sharded, sharded_offsets)
+    out[key] = sharded
+    return out
 
 
 def apply_lora(model: nn.Module, rank: int = 16, alpha: float = 32.0, targets: tuple[str, ...] = DEFAULT_TARGETS,
@@ -90,7 +125,9 @@ def apply_lora(model: nn.Module, rank: int = 16, alpha: float = 32.0, targets: t
         in_f = module.input_size_per_partition if row else module.input_size
         out_f = module.output_size if row else module.output_size_per_partition
         module.lora = LoRA(in_f, out_f, rank, alpha, row_parallel=row, dropout=dropout).to(module.weight.device)
+        module.lora.gated = name.endswith("linear_fc1") and bool(getattr(module.config, "gated_linear_unit", False))
         module._lora_hook = module.register_forward_hook(_hook)
+        module.sharded_state_dict = types.MethodType(_sharded_state_dict_with_lora, module)
         adapted.append(name)
     if not adapted:
         raise ValueError(f"LoRA targets {targets} match no megatron linear layer of {type(model).__name__}")
@@ -133,5 +170,6 @@ def merge_lora(model: nn.Module) -> int:
             lora.enabled = False
             module._lora_hook.remove()
             del module.lora, module._lora_hook
+            module.__dict__.pop("sharded_state_dict", None)
             merged += 1
     return merged

@@ -1,0 +1,151 @@
+"""Megatron distributed checkpoints of a :class:`~nemo_salad.models.SaladModel` (or any module mixing
+megatron-core and plain torch modules).
+
+Every rank writes only its own shards (``megatron.core.dist_checkpointing``, ``torch_dist`` format), and the
+checkpoint records each tensor's global shape, so it loads at another tensor-parallel size: train at TP=2, then
+evaluate or continue at TP=1 (or the other way round). This is the format NeMo-2's ``MegatronStrategy`` writes for
+resume — it collects the same :func:`sharded_state_dict` through ``SaladModel.sharded_state_dict``.
+
+Which tensors are split:
+
+* megatron-core modules (the student and teacher ``GPTModel``, the adapter's transformer block) describe their own
+  sharding (column/row-parallel weights, the vocabulary-parallel embedding, ``[gate; up]`` of SwiGLU ``fc1``);
+* LoRA factors on parallel linears are split like their layer (see :mod:`nemo_salad.modules.lora`);
+* everything else (FastConformer encoder, adapter projections) is replicated over tensor- and data-parallel ranks.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from nemo_salad.llm.cpu import cpu_dist_checkpointing
+
+__all__ = ["is_distributed_checkpoint", "load_distributed", "save_distributed", "sharded_state_dict"]
+
+
+def _own_state(module: nn.Module) -> dict[str, Any]:
+    """``module``'s own parameters, persistent buffers and extra state, without its children's."""
+    out: dict[str, Any] = {}
+    module._save_to_state_dict(out, "", keep_vars=True)
+    return out
+
+
+def sharded_state_dict(module: nn.Module, prefix: str = "", sharded_offsets: tuple = (),
+                       metadata: dict | None = None) -> dict[str, Any]:
+    """Sharded state dict of a module tree whose megatron-core parts may sit below plain torch modules.
+
+    megatron-core's own fallback (``sharded_state_dict_default``) treats a plain module's whole subtree as
+    replicated, which would keep one rank's shard of any megatron layer inside it. Here each module that knows its
+    sharding (has ``sharded_state_dict``) describes itself; a plain module's own tensors are replicated and its
+    children are visited the same way.
+
+    Returns:
+        dict: the keys of ``module.state_dict()`` (with ``prefix``) mapped to ``ShardedTensor`` / ``ShardedObject``.
+    """
+    from megatron.core.transformer.utils import make_sharded_tensors_for_checkpoint
+
+    out = make_sharded_tensors_for_checkpoint(_own_state(module), prefix, None, sharded_offsets)
+    for name, child in module.named_children():
+        child_prefix = f"{prefix}{name}."
+        if hasattr(child, "sharded_state_dict"):
+            out.update(child.sharded_state_dict(prefix=child_prefix, sharded_offsets=sharded_offsets,
+                                                metadata=metadata))
+        else:
+            out.update(sharded_state_dict(child, child_prefix, sharded_offsets, metadata))
+    return out
+
+
+def _check_covers(model: nn.Module, sharded: dict[str, Any]) -> None:
+    """Every tensor of ``model.state_dict()`` must be in the sharded dict (none silently left out)."""
+    expected = {k for k in model.state_dict() if not k.endswith("_extra_state")}
+    have = {k for k in sharded if not k.endswith("_extra_state")}
+    if expected - have or have - expected:
+        raise RuntimeError(f"sharded state dict of {type(model).__name__} does not match its state_dict: "
+                           f"missing {sorted(expected - have)[:5]}, unexpected {sorted(have - expected)[:5]}")
+
+
+def is_distributed_checkpoint(path: str | Path) -> bool:
+    """True if ``path`` is a megatron-core distributed checkpoint directory."""
+    from megatron.core import dist_checkpointing
+
+    return Path(path).is_dir() and dist_checkpointing.check_is_distributed_checkpoint(str(path))
+
+
+def _ensure_parallel_state() -> None:
+    from nemo_salad.llm.parallel import init_model_parallel, model_parallel_ready
+
+    if not model_parallel_ready():
+        init_model_parallel()
+
+
+def save_distributed(model: nn.Module, directory: str | Path) -> Path:
+    """Write ``model``'s weights as a megatron-core distributed checkpoint; call on every rank.
+
+    Args:
+        model (nn.Module): a SaladModel (or any module, see :func:`sharded_state_dict`).
+        directory (str | Path): created if missing; must be empty.
+
+    Returns:
+        Path: ``directory``.
+
+    Raises:
+        FileExistsError: if ``directory`` is not empty (a checkpoint is never overwritten in place).
+    """
+    from megatron.core import dist_checkpointing
+
+    _ensure_parallel_state()
+    directory = Path(directory)
+    if directory.is_dir() and any(directory.iterdir()):
+        raise FileExistsError(f"{directory}: distributed checkpoint directory is not empty")
+    if not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0:
+        directory.mkdir(parents=True, exist_ok=True)
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+    sharded = _model_sharded_state_dict(model)
+    _check_covers(model, sharded)
+    with cpu_dist_checkpointing():
+        dist_checkpointing.save(sharded, str(directory))
+    return directory
+
+
+def load_distributed(model: nn.Module, directory: str | Path, strict: bool = True) -> None:
+    """Load a distributed checkpoint into ``model`` (this rank's shards, at this run's tensor-parallel size).
+
+    Args:
+        model (nn.Module): built with the architecture the checkpoint was saved from (any tensor-parallel size).
+        directory (str | Path): the checkpoint.
+        strict (bool): every tensor of ``model`` must be in the checkpoint. Default: True.
+
+    Raises:
+        FileNotFoundError: if ``directory`` is not a distributed checkpoint.
+        ValueError: if a tensor is missing from the checkpoint or its global shape differs.
+    """
+    from megatron.core import dist_checkpointing
+    from megatron.core.dist_checkpointing.validation import StrictHandling
+    from torch.distributed.checkpoint.api import CheckpointException
+
+    _ensure_parallel_state()
+    if not is_distributed_checkpoint(directory):
+        raise FileNotFoundError(f"{directory}: not a megatron-core distributed checkpoint (no metadata.json)")
+    sharded = _model_sharded_state_dict(model)
+    _check_covers(model, sharded)
+    try:
+        with cpu_dist_checkpointing():
+            state = dist_checkpointing.load(sharded, str(directory),
+                                            strict=StrictHandling.RAISE_UNEXPECTED if strict else
+                                            StrictHandling.LOG_UNEXPECTED)
+    except (Exception, CheckpointException) as err:  # torch's CheckpointException is a BaseException
+        raise ValueError(f"{directory}: distributed checkpoint does not fit {type(model).__name__}: {err}") from err
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith("_extra_state")]
+    if strict and (missing or unexpected):
+        raise ValueError(f"{directory}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+
+
+def _model_sharded_state_dict(model: nn.Module) -> dict[str, Any]:
+    own = getattr(model, "sharded_state_dict", None)
+    return own(prefix="") if callable(own) else sharded_state_dict(model)
