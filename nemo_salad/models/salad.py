@@ -33,7 +33,28 @@ from nemo_salad.parts import pretrained as P
 from nemo_salad.parts.audio_checks import BadSampleError, audio_problem, to_mono_tensor
 from nemo_salad.parts.safe_config import check_targets, safe_instantiate
 
-__all__ = ["SaladModel"]
+__all__ = ["SaladModel", "copy_runtime_settings", "uses_megatron_strategy"]
+
+#: TransformerConfig fields that NeMo's MegatronStrategy / mixed-precision plugin set on a model's config.
+_RUNTIME_FIELDS = ("fp16", "bf16", "params_dtype", "pipeline_dtype", "autocast_dtype", "timers", "grad_scale_func",
+                   "no_sync_func", "grad_sync_func", "param_sync_func", "finalize_model_grads_func")
+
+
+def uses_megatron_strategy(trainer: Trainer | None) -> bool:
+    """True when ``trainer`` trains with NeMo-2's ``MegatronStrategy`` (then the model is built in
+    ``configure_model``, after megatron's parallel groups exist)."""
+    if trainer is None:
+        return False
+    from nemo.lightning.pytorch.strategies import MegatronStrategy
+
+    return isinstance(trainer.strategy, MegatronStrategy)
+
+
+def copy_runtime_settings(source: Any, target: Any) -> None:
+    """Copy the precision and schedule hooks that NeMo/megatron set on a config (``_RUNTIME_FIELDS``)."""
+    for name in _RUNTIME_FIELDS:
+        if hasattr(source, name) and hasattr(target, name):
+            setattr(target, name, getattr(source, name))
 
 _TEACHER_MODES = ("copy", "shared", "none")
 
@@ -50,22 +71,23 @@ class SaladModel(ModelPT):
     ``segments`` (per sample, a list of :class:`~nemo_salad.modules.splice.Segment`) and ``sample_ids``.
     """
 
-    def __init__(self, cfg: DictConfig | dict, trainer: Trainer | None = None) -> None:
+    def __init__(self, cfg: DictConfig | dict, trainer: Trainer | None = None, defer_build: bool | None = None
+                 ) -> None:
         cfg = OmegaConf.create(cfg) if isinstance(cfg, dict) else cfg
         check_targets(cfg, source="SaladModel config")
         super().__init__(cfg=cfg, trainer=trainer)
-        load = not self._is_model_being_restored()
-        self.llm: MegatronLLM = P.build_llm(cfg.llm, load_weights=load)
-        self.tokenizer = self._setup_tokenizer(cfg)
-        self.encoder = P.build_speech_encoder(cfg.encoder, load_weights=load)
-        self.adapter = safe_instantiate(cfg.adapter, source="model.adapter", in_dim=self.encoder.output_dim,
-                                        out_dim=self.llm.hidden_size)
-        with open_dict(self._cfg):  # what a .nemo stores: architectures written out, no checkpoint paths
-            self._cfg.llm = P.resolved_llm_config(cfg.llm, self.llm)
-            self._cfg.encoder = P.resolved_encoder_config(cfg.encoder, self.encoder)
+        self._load_weights = not self._is_model_being_restored()
         self.teacher_mode = str(cfg.get("teacher", {}).get("mode", "copy"))
+        if self.teacher_mode not in _TEACHER_MODES:
+            raise ValueError(f"model.teacher.mode={self.teacher_mode!r}; expected one of {_TEACHER_MODES}")
         self.teacher: MegatronLLM | None = None
-        self._setup_teacher_and_training_mode(cfg)
+        self._built = False
+        self._pending_config: Any = None  # megatron settings NeMo's MegatronStrategy sets before the build
+        self.tokenizer = self._setup_tokenizer(cfg)
+        if defer_build is None:
+            defer_build = uses_megatron_strategy(trainer)
+        if not defer_build:
+            self.configure_model()
         self.pad_side = str(cfg.get("splice", {}).get("pad_side", "right"))
         self.on_bad_sample = str(cfg.get("on_bad_sample", "error"))
         if self.on_bad_sample not in ("error", "skip"):
@@ -83,6 +105,40 @@ class SaladModel(ModelPT):
                              "shared, or alpha to 0")
         self._val_gap = GapStats()
 
+    # ------------------------------------------------------------------ construction
+    def configure_model(self, vp_stage: int | None = None) -> None:
+        """Build encoder, adapter, student and teacher (once; later calls do nothing).
+
+        Called from ``__init__``, except under NeMo-2's ``MegatronStrategy`` (or with ``defer_build=True``): there
+        Lightning calls it after the strategy has created megatron's parallel groups, so every megatron layer —
+        student, teacher and adapter alike — is built for this rank's tensor-parallel shard, and pretrained weights
+        are split as they load.
+
+        Raises:
+            ValueError: for pipeline parallelism (``pipeline_model_parallel_size > 1``), which SaladModel does not
+                support: its encoder, splice and fused loss run around a whole LLM.
+        """
+        if self._built:
+            return
+        from megatron.core import parallel_state
+
+        ps = parallel_state
+        if ps.model_parallel_is_initialized() and ps.get_pipeline_model_parallel_world_size() > 1:
+            raise ValueError("SaladModel does not support pipeline parallelism (pipeline_model_parallel_size > 1): "
+                             "use tensor and data parallelism (megatron.tensor_model_parallel_size, more GPUs)")
+        cfg, load = self._cfg, self._load_weights
+        self.llm: MegatronLLM = P.build_llm(cfg.llm, load_weights=load)
+        self.encoder = P.build_speech_encoder(cfg.encoder, load_weights=load)
+        self.adapter = safe_instantiate(cfg.adapter, source="model.adapter", in_dim=self.encoder.output_dim,
+                                        out_dim=self.llm.hidden_size)
+        with open_dict(self._cfg):  # what a .nemo stores: architectures written out, no checkpoint paths
+            self._cfg.llm = P.resolved_llm_config(cfg.llm, self.llm)
+            self._cfg.encoder = P.resolved_encoder_config(cfg.encoder, self.encoder)
+        self._setup_teacher_and_training_mode(cfg)
+        self._built = True
+        if self._pending_config is not None:
+            self.config = self._pending_config
+
     # ------------------------------------------------------------------ construction helpers
     def _setup_tokenizer(self, cfg: DictConfig):
         tok = cfg.get("tokenizer") or {}
@@ -99,8 +155,6 @@ class SaladModel(ModelPT):
         return P.load_tokenizer(P.gather_tokenizer_files(registered))
 
     def _setup_teacher_and_training_mode(self, cfg: DictConfig) -> None:
-        if self.teacher_mode not in _TEACHER_MODES:
-            raise ValueError(f"model.teacher.mode={self.teacher_mode!r}; expected one of {_TEACHER_MODES}")
         llm_cfg = cfg.llm
         if self.teacher_mode == "copy":
             self.teacher = MegatronLLM(LLMConfig.from_dict(self._cfg.llm.arch),
@@ -283,16 +337,43 @@ class SaladModel(ModelPT):
     # ------------------------------------------------------------------ NeMo-2 Megatron contract
     @property
     def config(self) -> Any:
-        """megatron-core reads schedule settings (precision, overlap hooks, ...) from the module's ``config``."""
-        return self.llm.gpt.config
+        """megatron-core reads schedule settings (precision, overlap hooks, ...) from the module's ``config``: the
+        student's ``TransformerConfig`` once built; before that a ``ModelParallelConfig`` collecting what NeMo's
+        ``MegatronStrategy`` sets (precision, timers), applied to every megatron block at build time."""
+        if self._built:
+            return self.llm.gpt.config
+        if self._pending_config is None:
+            from megatron.core import ModelParallelConfig
+
+            self._pending_config = ModelParallelConfig()
+        return self._pending_config
+
+    @config.setter
+    def config(self, value: Any) -> None:
+        if not self._built:
+            self._pending_config = value
+            return
+        for module in self.megatron_configs():
+            copy_runtime_settings(value, module)
+
+    def megatron_configs(self) -> list[Any]:
+        """The ``TransformerConfig`` of every megatron block (student, teacher, adapter layers), student first."""
+        from megatron.core.transformer import TransformerConfig
+
+        seen: dict[int, Any] = {}
+        for module in self.modules():
+            cfg = getattr(module, "config", None) if module is not self else None
+            if isinstance(cfg, TransformerConfig):
+                seen.setdefault(id(cfg), cfg)
+        student = self.llm.gpt.config
+        return [student] + [c for c in seen.values() if c is not student]
 
     @property
     def model_type(self) -> Any:
         """megatron-core's model type (a decoder-only GPT)."""
-        return self.llm.gpt.model_type
+        from megatron.core.enums import ModelType
 
-    def configure_model(self) -> None:
-        """Called by ``MegatronStrategy``; the modules are already built in ``__init__``."""
+        return ModelType.encoder_or_decoder
 
     def sharded_state_dict(self, prefix: str = "", sharded_offsets: tuple = (), metadata: dict | None = None
                            ) -> dict[str, Any]:
