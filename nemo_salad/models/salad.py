@@ -83,6 +83,7 @@ class SaladModel(ModelPT):
         self.teacher: MegatronLLM | None = None
         self._built = False
         self._pending_config: Any = None  # megatron settings NeMo's MegatronStrategy sets before the build
+        self._init_from: str | None = None
         self.tokenizer = self._setup_tokenizer(cfg)
         if defer_build is None:
             defer_build = uses_megatron_strategy(trainer)
@@ -138,6 +139,25 @@ class SaladModel(ModelPT):
         self._built = True
         if self._pending_config is not None:
             self.config = self._pending_config
+        if self._init_from:
+            self._load_init_weights()
+
+    @property
+    def init_from(self) -> str | None:
+        """Weights (``.ckpt``, ``.nemo`` or a distributed-checkpoint directory) loaded right after the build — at
+        once if the model is built, else at the end of :meth:`configure_model` (before any optimizer exists)."""
+        return self._init_from
+
+    @init_from.setter
+    def init_from(self, path: str | None) -> None:
+        self._init_from = path
+        if path and self._built:
+            self._load_init_weights()
+
+    def _load_init_weights(self) -> None:
+        from nemo_salad.recipes.train import load_weights
+
+        load_weights(self, str(self._init_from))
 
     # ------------------------------------------------------------------ construction helpers
     def _setup_tokenizer(self, cfg: DictConfig):
@@ -208,9 +228,15 @@ class SaladModel(ModelPT):
     # ------------------------------------------------------------------ speech path
     @property
     def min_audio_samples(self) -> int:
-        """Fewest audio samples that give one encoder frame."""
+        """Fewest audio samples that give one encoder frame (before a deferred build: from a throwaway copy of the
+        encoder, which needs no parallel state)."""
         if self._min_samples is None:
-            self._min_samples = self.encoder.min_samples()
+            if self._built:
+                encoder = self.encoder
+            else:
+                enc_cfg = self._cfg.encoder
+                encoder = P.build_speech_encoder(enc_cfg, load_weights=bool(enc_cfg.get("pretrained")))
+            self._min_samples = encoder.min_samples()
         return self._min_samples
 
     def perceive(self, audio: Tensor, audio_lens: Tensor) -> tuple[Tensor, Tensor]:

@@ -35,16 +35,29 @@ def build(cfg: DictConfig) -> tuple[pl.Trainer, SaladModel, SaladDataModule]:
     if cfg.get("active_selection"):
         callbacks.append(active_selection_callback(cfg.active_selection))
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
-    if trainer_cfg.get("strategy", "auto") in ("auto", "ddp", "ddp_spawn", "single_device"):
+    megatron = trainer_cfg.get("strategy") == "megatron"
+    if megatron:  # NeMo-2 MegatronStrategy: tensor/data parallel, distributed optimizer, megatron checkpoints
+        from nemo_salad.recipes.megatron import megatron_trainer_kwargs
+
+        precision = str(trainer_cfg.get("precision", "bf16-mixed"))
+        trainer_cfg = megatron_trainer_kwargs(trainer_cfg, OmegaConf.to_container(cfg.get("megatron") or {}))
+    elif cfg.get("megatron"):
+        raise ValueError("a `megatron` section is set but trainer.strategy is not `megatron`")
+    elif trainer_cfg.get("strategy", "auto") in ("auto", "ddp", "ddp_spawn", "single_device"):
         trainer_cfg.setdefault("plugins", []).append(SafeCheckpointIO())  # resume with weights_only=True
     trainer = pl.Trainer(**trainer_cfg, callbacks=callbacks)
     log_dir = exp_manager(trainer, cfg.get("exp_manager"))
     decay = float((cfg.model.get("optim") or {}).get("decay_fraction", 0.2))
     trainer.callbacks.append(PreDecayCheckpoint(Path(log_dir or ".") / "checkpoints", str(cfg.get("name", "salad")),
                                                 decay))
-    model = SaladModel(cfg.model, trainer=trainer)
+    model = SaladModel(cfg.model, trainer=trainer)  # under MegatronStrategy, built later in configure_model
     if cfg.get("init_from") and not trainer.ckpt_path:
-        load_weights(model, str(cfg.init_from))
+        model.init_from = str(cfg.init_from)  # loaded right after the build (now, or in configure_model)
+    if megatron:
+        from nemo_salad.recipes.megatron import megatron_optimizer
+
+        optim = OmegaConf.to_container(cfg.model.optim, resolve=True) if cfg.model.get("optim") else {}
+        megatron_optimizer(optim, trainer.max_steps, bf16="bf16" in precision).connect(model)
     data = SaladDataModule(cfg.data, model.tokenizer, min_samples=model.min_audio_samples)
     return trainer, model, data
 
@@ -64,7 +77,14 @@ def active_selection_callback(sel: DictConfig) -> ActiveSelectionCallback:
 
 
 def load_weights(model: SaladModel, path: str) -> None:
-    """Initialise from another run's weights (a Lightning ``.ckpt`` or a ``.nemo``), not its optimizer state."""
+    """Initialise from another run's weights (a Lightning ``.ckpt``, a ``.nemo`` or a megatron distributed
+    checkpoint directory, which loads at any tensor-parallel size), not its optimizer state."""
+    from nemo_salad.models.dist_checkpoint import is_distributed_checkpoint, load_distributed
+
+    if is_distributed_checkpoint(path):
+        load_distributed(model, path)
+        logging.info(f"initialised weights from the distributed checkpoint {path}")
+        return
     if path.endswith(".nemo"):
         state = SaladModel.restore_from(path, map_location="cpu").state_dict()
     else:

@@ -1,0 +1,149 @@
+"""Training on NeMo-2's ``MegatronStrategy``: tensor + data parallelism, the distributed optimizer, bf16.
+
+A training config selects it with ``trainer.strategy: megatron`` and a ``megatron`` section::
+
+    trainer: {accelerator: gpu, devices: 8, num_nodes: 4, precision: bf16-mixed, strategy: megatron}
+    megatron:
+      tensor_model_parallel_size: 2
+      use_distributed_optimizer: true
+      overlap_grad_reduce: true
+      overlap_param_gather: true
+      ckpt_async_save: true
+
+The strategy and precision plugin are built here, in code (configs may only instantiate allowlisted classes).
+:class:`~nemo_salad.models.SaladModel` is then built in ``configure_model`` after the strategy has created the
+parallel groups; the student and the teacher are split over the same tensor-parallel ranks and the distillation
+loss works on the vocabulary shards. The optimizer is megatron's (``MegatronOptimizerModule``): one Adam over all
+trainable parameters, the LLM at ``optim.llm_lr`` and every other part (adapter, encoder, LoRA) at
+``optim.adapter_lr`` through megatron's learning-rate multiplier, on the same warmup-stable-decay schedule as
+the plain path. Checkpoints are megatron distributed checkpoints (``SaladModel.sharded_state_dict``), which load
+at another tensor-parallel size. Pipeline parallelism is not supported (see ``SaladModel.configure_model``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+__all__ = ["MEGATRON_DEFAULTS", "megatron_optimizer", "megatron_trainer_kwargs", "non_llm_param"]
+
+#: The ``megatron`` config section's keys and defaults.
+MEGATRON_DEFAULTS: dict[str, Any] = {
+    "tensor_model_parallel_size": 1,
+    "pipeline_model_parallel_size": 1,
+    "use_distributed_optimizer": True,
+    "overlap_grad_reduce": True,
+    "overlap_param_gather": True,
+    "grad_reduce_in_fp32": True,
+    "ckpt_async_save": True,
+    "ckpt_parallel_save": True,
+}
+
+
+def _section(megatron: dict[str, Any] | None) -> dict[str, Any]:
+    megatron = dict(megatron or {})
+    unknown = sorted(set(megatron) - set(MEGATRON_DEFAULTS))
+    if unknown:
+        raise ValueError(f"megatron: unknown keys {unknown}; expected some of {sorted(MEGATRON_DEFAULTS)}")
+    out = {**MEGATRON_DEFAULTS, **megatron}
+    if int(out["pipeline_model_parallel_size"]) != 1:
+        raise ValueError("megatron.pipeline_model_parallel_size must be 1: SaladModel does not support pipeline "
+                         "parallelism; scale with tensor_model_parallel_size and data parallelism")
+    return out
+
+
+def megatron_trainer_kwargs(trainer: dict[str, Any], megatron: dict[str, Any] | None) -> dict[str, Any]:
+    """``pl.Trainer`` keyword arguments with ``strategy: megatron`` replaced by a ``MegatronStrategy`` and the
+    precision by megatron's mixed-precision plugin.
+
+    Args:
+        trainer (dict): the ``trainer`` section (``strategy: megatron``).
+        megatron (dict | None): the ``megatron`` section (keys of :data:`MEGATRON_DEFAULTS`).
+
+    Raises:
+        ValueError: for unknown keys, pipeline parallelism, or devices × nodes not a multiple of the
+            tensor-parallel size.
+    """
+    from megatron.core.distributed import DistributedDataParallelConfig
+    from nemo import lightning as nl
+
+    m = _section(megatron)
+    out = dict(trainer)
+    tp = int(m["tensor_model_parallel_size"])
+    devices, nodes = out.get("devices", 1), int(out.get("num_nodes", 1))
+    if isinstance(devices, int) and (devices * nodes) % tp:
+        raise ValueError(f"trainer.devices × trainer.num_nodes = {devices * nodes} is not a multiple of "
+                         f"megatron.tensor_model_parallel_size = {tp}")
+    ddp = DistributedDataParallelConfig(use_distributed_optimizer=bool(m["use_distributed_optimizer"]),
+                                        overlap_grad_reduce=bool(m["overlap_grad_reduce"]),
+                                        overlap_param_gather=bool(m["overlap_param_gather"]),
+                                        grad_reduce_in_fp32=bool(m["grad_reduce_in_fp32"]),
+                                        check_for_nan_in_grad=True)
+    out["strategy"] = nl.MegatronStrategy(tensor_model_parallel_size=tp, pipeline_model_parallel_size=1,
+                                          context_parallel_size=1, sequence_parallel=False, ddp=ddp,
+                                          ckpt_async_save=bool(m["ckpt_async_save"]),
+                                          ckpt_parallel_save=bool(m["ckpt_parallel_save"]))
+    precision = str(out.pop("precision", "bf16-mixed"))
+    out["plugins"] = [p for p in out.get("plugins", []) or []] + [nl.MegatronMixedPrecision(precision=precision)]
+    return out
+
+
+def non_llm_param(name: str, param: torch.nn.Parameter | None = None) -> bool:
+    """True for parameters trained at ``optim.adapter_lr`` (adapter, encoder, LoRA); False for the LLM's own.
+
+    Names may carry the wrappers' ``module.`` prefixes.
+
+    >>> non_llm_param("module.adapter.in_proj.weight"), non_llm_param("module.llm.gpt.decoder.final_layernorm.weight")
+    (True, False)
+    >>> non_llm_param("llm.gpt.decoder.layers.0.mlp.linear_fc1.lora.a.weight")
+    True
+    """
+    while name.startswith("module."):
+        name = name[len("module."):]
+    return not name.startswith("llm.") or ".lora." in name
+
+
+def megatron_optimizer(optim: dict[str, Any], max_steps: int, bf16: bool = True) -> Any:
+    """A ``MegatronOptimizerModule`` equivalent to the plain path's AdamW groups and schedule.
+
+    Args:
+        optim (dict): the ``model.optim`` section.
+        max_steps (int): ``trainer.max_steps`` (the schedule's length).
+        bf16 (bool): bf16 training (fp32 master weights in the optimizer). Default: True.
+
+    Raises:
+        ValueError: if ``encoder_lr`` or ``lora_lr`` differ from ``adapter_lr`` (megatron's optimizer has one
+            multiplier), or ``max_steps`` is not positive.
+    """
+    from megatron.core.optimizer import OptimizerConfig
+    from nemo.lightning.pytorch.optim import LRSchedulerModule, MegatronOptimizerModule
+
+    from nemo_salad.parts.optim import wsd_factor
+
+    adapter_lr = float(optim.get("adapter_lr", 1e-3))
+    llm_lr = float(optim.get("llm_lr", 5e-5))
+    for key in ("encoder_lr", "lora_lr"):
+        if optim.get(key) not in (None, adapter_lr):
+            raise ValueError(f"model.optim.{key}={optim[key]} must equal adapter_lr={adapter_lr} (or be null) under "
+                             "the megatron strategy: its optimizer scales one group of parameters")
+    if max_steps is None or max_steps <= 0:
+        raise ValueError(f"trainer.max_steps={max_steps}: the warmup-stable-decay schedule needs a positive max_steps")
+    betas = tuple(optim.get("betas", (0.9, 0.95)))
+    config = OptimizerConfig(optimizer="adam", lr=llm_lr, weight_decay=float(optim.get("weight_decay", 0.1)),
+                             adam_beta1=float(betas[0]), adam_beta2=float(betas[1]),
+                             adam_eps=float(optim.get("eps", 1e-8)), clip_grad=float(optim.get("clip_grad", 1.0)),
+                             bf16=bf16, params_dtype=torch.float32, use_distributed_optimizer=True)
+    warmup, decay = int(optim.get("warmup_steps", 500)), float(optim.get("decay_fraction", 0.2))
+    floor = float(optim.get("min_lr_ratio", 0.0))
+
+    class _WSD(LRSchedulerModule):
+        """The warmup-stable-decay schedule of :func:`nemo_salad.parts.optim.wsd_factor`, stepped per step."""
+
+        def scheduler(self, model: Any, optimizer: Any) -> dict[str, Any]:
+            sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: wsd_factor(s, max_steps, warmup, decay,
+                                                                                       floor))
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}
+
+    lr_mult = adapter_lr / llm_lr if llm_lr > 0 else 1.0
+    return MegatronOptimizerModule(config=config, lr_scheduler=_WSD(), scale_lr_cond=non_llm_param, lr_mult=lr_mult)
