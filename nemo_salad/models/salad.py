@@ -76,7 +76,7 @@ class SaladModel(ModelPT):
         cfg = OmegaConf.create(cfg) if isinstance(cfg, dict) else cfg
         check_targets(cfg, source="SaladModel config")
         super().__init__(cfg=cfg, trainer=trainer)
-        self._load_weights = not self._is_model_being_restored()
+        self._load_pretrained = not self._is_model_being_restored()
         self.teacher_mode = str(cfg.get("teacher", {}).get("mode", "copy"))
         if self.teacher_mode not in _TEACHER_MODES:
             raise ValueError(f"model.teacher.mode={self.teacher_mode!r}; expected one of {_TEACHER_MODES}")
@@ -127,7 +127,7 @@ class SaladModel(ModelPT):
         if ps.model_parallel_is_initialized() and ps.get_pipeline_model_parallel_world_size() > 1:
             raise ValueError("SaladModel does not support pipeline parallelism (pipeline_model_parallel_size > 1): "
                              "use tensor and data parallelism (megatron.tensor_model_parallel_size, more GPUs)")
-        cfg, load = self._cfg, self._load_weights
+        cfg, load = self._cfg, self._load_pretrained
         self.llm: MegatronLLM = P.build_llm(cfg.llm, load_weights=load)
         self.encoder = P.build_speech_encoder(cfg.encoder, load_weights=load)
         self.adapter = safe_instantiate(cfg.adapter, source="model.adapter", in_dim=self.encoder.output_dim,
@@ -155,7 +155,7 @@ class SaladModel(ModelPT):
             self._load_init_weights()
 
     def _load_init_weights(self) -> None:
-        from nemo_salad.recipes.train import load_weights
+        from nemo_salad.models.init_weights import load_weights
 
         load_weights(self, str(self._init_from))
 
@@ -386,13 +386,12 @@ class SaladModel(ModelPT):
         """The ``TransformerConfig`` of every megatron block (student, teacher, adapter layers), student first."""
         from megatron.core.transformer import TransformerConfig
 
-        seen: dict[int, Any] = {}
+        seen: dict[int, Any] = {}  # self comes first in modules(), and its config is the student's
         for module in self.modules():
-            cfg = getattr(module, "config", None) if module is not self else None
+            cfg = getattr(module, "config", None)
             if isinstance(cfg, TransformerConfig):
                 seen.setdefault(id(cfg), cfg)
-        student = self.llm.gpt.config
-        return [student] + [c for c in seen.values() if c is not student]
+        return list(seen.values())
 
     @property
     def model_type(self) -> Any:

@@ -22,12 +22,13 @@ Config (``model.optim``)::
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["build_optimizer", "param_groups", "wsd_factor"]
+__all__ = ["build_optimizer", "param_groups", "part_learning_rates", "wsd_factor", "wsd_schedule"]
 
 
 def wsd_factor(step: int, max_steps: int, warmup_steps: int, decay_fraction: float, min_lr_ratio: float = 0.0) -> float:
@@ -46,6 +47,31 @@ def wsd_factor(step: int, max_steps: int, warmup_steps: int, decay_fraction: flo
     return 1.0 - (1.0 - min_lr_ratio) * progress
 
 
+def wsd_schedule(cfg: dict[str, Any], max_steps: int) -> Callable[[int], float]:
+    """The per-step learning-rate multiplier of ``model.optim`` (for ``LambdaLR``), validated now.
+
+    Raises:
+        ValueError: if ``max_steps`` is not positive.
+    """
+    if max_steps is None or max_steps <= 0:
+        raise ValueError(f"trainer.max_steps={max_steps}: the warmup-stable-decay schedule needs a positive max_steps")
+    warmup, decay = int(cfg.get("warmup_steps", 500)), float(cfg.get("decay_fraction", 0.2))
+    floor = float(cfg.get("min_lr_ratio", 0.0))
+    return lambda step: wsd_factor(step, max_steps, warmup, decay, floor)
+
+
+def part_learning_rates(cfg: dict[str, Any]) -> dict[str, float]:
+    """Learning rate of each part (``adapter``, ``encoder``, ``llm``, ``lora``); null encoder/LoRA rates follow the
+    adapter's.
+
+    >>> part_learning_rates({"adapter_lr": 1e-3, "llm_lr": 5e-5})["lora"]
+    0.001
+    """
+    adapter_lr = float(cfg.get("adapter_lr", 1e-3))
+    return {"adapter": adapter_lr, "encoder": float(cfg.get("encoder_lr") or adapter_lr),
+            "llm": float(cfg.get("llm_lr", 5e-5)), "lora": float(cfg.get("lora_lr") or adapter_lr)}
+
+
 def _no_decay(name: str, param: nn.Parameter) -> bool:
     return param.ndim < 2 or "norm" in name or name.endswith(".bias")
 
@@ -56,9 +82,7 @@ def param_groups(model: Any, cfg: dict[str, Any]) -> list[dict[str, Any]]:
     Raises:
         ValueError: if nothing is trainable.
     """
-    adapter_lr = float(cfg.get("adapter_lr", 1e-3))
-    lrs = {"adapter": adapter_lr, "encoder": float(cfg.get("encoder_lr") or adapter_lr),
-           "llm": float(cfg.get("llm_lr", 5e-5)), "lora": float(cfg.get("lora_lr") or adapter_lr)}
+    lrs = part_learning_rates(cfg)
     wd = float(cfg.get("weight_decay", 0.1))
     groups: dict[tuple[str, bool], list[nn.Parameter]] = {}
     for part in ("adapter", "encoder", "llm"):
@@ -78,9 +102,5 @@ def build_optimizer(model: Any, cfg: dict[str, Any], max_steps: int) -> dict[str
     """``configure_optimizers`` result: AdamW + per-step WSD LambdaLR."""
     groups = param_groups(model, cfg)
     opt = torch.optim.AdamW(groups, betas=tuple(cfg.get("betas", (0.9, 0.95))), eps=float(cfg.get("eps", 1e-8)))
-    if max_steps is None or max_steps <= 0:
-        raise ValueError(f"trainer.max_steps={max_steps}: the warmup-stable-decay schedule needs a positive max_steps")
-    warmup, decay = int(cfg.get("warmup_steps", 500)), float(cfg.get("decay_fraction", 0.2))
-    floor = float(cfg.get("min_lr_ratio", 0.0))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: wsd_factor(s, max_steps, warmup, decay, floor))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, wsd_schedule(cfg, max_steps))
     return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}

@@ -119,30 +119,26 @@ def megatron_optimizer(optim: dict[str, Any], max_steps: int, bf16: bool = True)
     from megatron.core.optimizer import OptimizerConfig
     from nemo.lightning.pytorch.optim import LRSchedulerModule, MegatronOptimizerModule
 
-    from nemo_salad.parts.optim import wsd_factor
+    from nemo_salad.parts.optim import part_learning_rates, wsd_schedule
 
-    adapter_lr = float(optim.get("adapter_lr", 1e-3))
-    llm_lr = float(optim.get("llm_lr", 5e-5))
+    lrs = part_learning_rates(optim)
+    adapter_lr, llm_lr = lrs["adapter"], lrs["llm"]
     for key in ("encoder_lr", "lora_lr"):
         if optim.get(key) not in (None, adapter_lr):
             raise ValueError(f"model.optim.{key}={optim[key]} must equal adapter_lr={adapter_lr} (or be null) under "
                              "the megatron strategy: its optimizer scales one group of parameters")
-    if max_steps is None or max_steps <= 0:
-        raise ValueError(f"trainer.max_steps={max_steps}: the warmup-stable-decay schedule needs a positive max_steps")
+    factor = wsd_schedule(optim, max_steps)
     betas = tuple(optim.get("betas", (0.9, 0.95)))
     config = OptimizerConfig(optimizer="adam", lr=llm_lr, weight_decay=float(optim.get("weight_decay", 0.1)),
                              adam_beta1=float(betas[0]), adam_beta2=float(betas[1]),
                              adam_eps=float(optim.get("eps", 1e-8)), clip_grad=float(optim.get("clip_grad", 1.0)),
                              bf16=bf16, params_dtype=torch.float32, use_distributed_optimizer=True)
-    warmup, decay = int(optim.get("warmup_steps", 500)), float(optim.get("decay_fraction", 0.2))
-    floor = float(optim.get("min_lr_ratio", 0.0))
 
     class _WSD(LRSchedulerModule):
-        """The warmup-stable-decay schedule of :func:`nemo_salad.parts.optim.wsd_factor`, stepped per step."""
+        """The warmup-stable-decay schedule of :func:`nemo_salad.parts.optim.wsd_schedule`, stepped per step."""
 
         def scheduler(self, model: Any, optimizer: Any) -> dict[str, Any]:
-            sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: wsd_factor(s, max_steps, warmup, decay,
-                                                                                       floor))
+            sched = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}
 
     lr_mult = adapter_lr / llm_lr if llm_lr > 0 else 1.0

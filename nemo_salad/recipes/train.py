@@ -76,27 +76,6 @@ def active_selection_callback(sel: DictConfig) -> ActiveSelectionCallback:
                                    weight=float(sel.get("weight", 1.0)))
 
 
-def load_weights(model: SaladModel, path: str) -> None:
-    """Initialise from another run's weights (a Lightning ``.ckpt``, a ``.nemo`` or a megatron distributed
-    checkpoint directory, which loads at any tensor-parallel size), not its optimizer state."""
-    from nemo_salad.models.dist_checkpoint import is_distributed_checkpoint, load_distributed
-
-    if is_distributed_checkpoint(path):
-        load_distributed(model, path)
-        logging.info(f"initialised weights from the distributed checkpoint {path}")
-        return
-    if path.endswith(".nemo"):
-        state = SaladModel.restore_from(path, map_location="cpu").state_dict()
-    else:
-        state = SafeCheckpointIO().load_checkpoint(path, map_location="cpu")["state_dict"]
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.endswith("_extra_state")]
-    if missing or unexpected:
-        raise ValueError(f"init_from={path}: weights do not fit the model (missing {missing[:5]}, "
-                         f"unexpected {unexpected[:5]})")
-    logging.info(f"initialised weights from {path}")
-
-
 def train(cfg: DictConfig) -> Path | None:
     """Train; returns the path of the exported ``.nemo`` (None if the run exported nothing)."""
     trainer, model, data = build(cfg)
