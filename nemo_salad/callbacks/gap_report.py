@@ -9,7 +9,9 @@ import lightning.pytorch as pl
 import torch
 from nemo.utils import logging
 
+from nemo_salad.llm.parallel import data_parallel_group
 from nemo_salad.metrics import GapStats, gap_stats
+from nemo_salad.metrics.gap import sum_over_ranks
 
 __all__ = ["GapReport"]
 
@@ -43,6 +45,9 @@ class GapReport(pl.Callback):
                     kd_tokens += out.num_tokens
                 stats += gap_stats(model, batch, outputs=outputs)
         model.train(was_training)
+        group = data_parallel_group()  # each data-parallel rank measured its own share
+        stats = stats.all_reduce(group)
+        kd_sum, kd_tokens = sum_over_ranks([kd_sum, kd_tokens], group)
         return {"kd": kd_sum / max(kd_tokens, 1), **{k: float(v) for k, v in stats.as_dict().items()}}
 
     def _report(self, step: int, values: dict[str, float]) -> None:

@@ -33,6 +33,18 @@ from nemo_salad.data.sources import load_source
 __all__ = ["SaladDataModule"]
 
 
+def data_parallel_shard() -> dict[str, int]:
+    """lhotse sampler arguments that shard the data over megatron's data-parallel ranks, once megatron's parallel
+    state exists (``MegatronStrategy``): the tensor-parallel ranks of one model replica must read the same batches.
+    Empty otherwise (lhotse then shards over all ``torch.distributed`` ranks, as plain DDP needs)."""
+    from megatron.core import parallel_state
+
+    if not parallel_state.model_parallel_is_initialized():
+        return {}
+    return {"rank": parallel_state.get_data_parallel_rank(),
+            "world_size": parallel_state.get_data_parallel_world_size()}
+
+
 def _plain(cfg: Any) -> dict:
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg or {})
 
@@ -65,7 +77,8 @@ class SaladDataModule(pl.LightningDataModule):
         return DynamicBucketingSampler(cuts, max_duration=float(self.cfg.get("batch_duration", 60.0)),
                                        num_buckets=int(self.cfg.get("num_buckets", 4)), shuffle=True, seed=seed,
                                        buffer_size=int(self.cfg.get("buffer_size", 2000)),
-                                       num_cuts_for_bins_estimate=int(self.cfg.get("bins_estimate_cuts", 2000)))
+                                       num_cuts_for_bins_estimate=int(self.cfg.get("bins_estimate_cuts", 2000)),
+                                       **data_parallel_shard())
 
     def dataset(self, seed_offset: int = 0) -> SaladDataset:
         return SaladDataset(self.tokenizer, self.layout, min_samples=self.min_samples,
@@ -111,7 +124,8 @@ class SaladDataModule(pl.LightningDataModule):
         cuts = load_source(val, self.cfg.get("demo"))
         if val.get("max_cuts"):
             cuts = cuts.subset(first=int(val["max_cuts"]))
-        sampler = SimpleCutSampler(cuts, max_duration=float(self.cfg.get("batch_duration", 60.0)), shuffle=False)
+        sampler = SimpleCutSampler(cuts, max_duration=float(self.cfg.get("batch_duration", 60.0)), shuffle=False,
+                                   **data_parallel_shard())
         return DataLoader(self.dataset(seed_offset=1), sampler=sampler, batch_size=None, num_workers=0)
 
     # ------------------------------------------------------------------ resume

@@ -7,12 +7,14 @@ process group that Lightning (or the caller) created, or a one-process gloo grou
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.distributed as dist
 
 from nemo_salad.llm.cpu import ensure_cpu_support, seed_model_parallel_rng
 
-__all__ = ["init_model_parallel", "model_parallel_ready"]
+__all__ = ["data_parallel_group", "init_model_parallel", "model_parallel_ready"]
 
 
 def model_parallel_ready() -> bool:
@@ -24,6 +26,14 @@ def model_parallel_ready() -> bool:
     from megatron.core import parallel_state
 
     return dist.is_initialized() and parallel_state.model_parallel_is_initialized()
+
+
+def data_parallel_group() -> Any:
+    """megatron's data-parallel process group once its parallel state exists, else None (``torch.distributed``'s
+    whole world, if any)."""
+    from megatron.core import parallel_state
+
+    return parallel_state.get_data_parallel_group() if parallel_state.model_parallel_is_initialized() else None
 
 
 def init_model_parallel(tensor_model_parallel_size: int = 1, pipeline_model_parallel_size: int = 1,

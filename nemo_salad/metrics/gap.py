@@ -20,7 +20,7 @@ from torch import Tensor
 
 from nemo_salad.losses.fused import chunked_divergence
 
-__all__ = ["GapStats", "gap_stats", "next_token_positions"]
+__all__ = ["GapStats", "gap_stats", "next_token_positions", "sum_over_ranks"]
 
 
 @dataclass
@@ -47,6 +47,12 @@ class GapStats:
     def misalignment(self) -> float:
         return self.misalignment_sum / max(self.misalignment_tokens, 1)
 
+    def all_reduce(self, group: Any = None) -> GapStats:
+        """The sums over the ranks of ``group`` (data-parallel ranks each see their own share of the data)."""
+        f, ft, m, mt = sum_over_ranks([self.forgetting_sum, self.forgetting_tokens, self.misalignment_sum,
+                                       self.misalignment_tokens], group)
+        return GapStats(f, int(ft), m, int(mt))
+
     def as_dict(self) -> dict[str, float | int]:
         """``{"forgetting", "misalignment", "forgetting_tokens", "misalignment_tokens"}``.
 
@@ -55,6 +61,24 @@ class GapStats:
         """
         return {"forgetting": self.forgetting, "misalignment": self.misalignment,
                 "forgetting_tokens": self.forgetting_tokens, "misalignment_tokens": self.misalignment_tokens}
+
+
+def sum_over_ranks(values: list[float], group: Any = None) -> list[float]:
+    """``values`` summed over the ranks of ``group`` (float64); unchanged without ``torch.distributed`` or with one
+    rank.
+
+    >>> sum_over_ranks([1.0, 2.0])
+    [1.0, 2.0]
+    """
+    import torch.distributed as dist
+
+    if not dist.is_initialized() or dist.get_world_size(group) == 1:
+        return list(values)
+    sums = torch.tensor(values, dtype=torch.float64)
+    if dist.get_backend(group) == "nccl":
+        sums = sums.cuda()
+    dist.all_reduce(sums, group=group)
+    return sums.tolist()
 
 
 def next_token_positions(mask: Tensor) -> Tensor:

@@ -35,13 +35,17 @@ def _own_state(module: nn.Module) -> dict[str, Any]:
 
 
 def sharded_state_dict(module: nn.Module, prefix: str = "", sharded_offsets: tuple = (),
-                       metadata: dict | None = None) -> dict[str, Any]:
+                       metadata: dict | None = None, replace: dict[str, nn.Module] | None = None) -> dict[str, Any]:
     """Sharded state dict of a module tree whose megatron-core parts may sit below plain torch modules.
 
     megatron-core's own fallback (``sharded_state_dict_default``) treats a plain module's whole subtree as
     replicated, which would keep one rank's shard of any megatron layer inside it. Here each module that knows its
     sharding (has ``sharded_state_dict``) describes itself; a plain module's own tensors are replicated and its
     children are visited the same way.
+
+    Args:
+        replace (dict | None): child name → the module to describe under that name instead (a wrapped child's
+            inner module, whose keys ``state_dict()`` uses).
 
     Returns:
         dict: the keys of ``module.state_dict()`` (with ``prefix``) mapped to ``ShardedTensor`` / ``ShardedObject``.
@@ -50,6 +54,7 @@ def sharded_state_dict(module: nn.Module, prefix: str = "", sharded_offsets: tup
 
     out = make_sharded_tensors_for_checkpoint(_own_state(module), prefix, None, sharded_offsets)
     for name, child in module.named_children():
+        child = (replace or {}).get(name, child)
         child_prefix = f"{prefix}{name}."
         if hasattr(child, "sharded_state_dict"):
             out.update(child.sharded_state_dict(prefix=child_prefix, sharded_offsets=sharded_offsets,
@@ -68,11 +73,22 @@ def _check_covers(model: nn.Module, sharded: dict[str, Any]) -> None:
                            f"missing {sorted(expected - have)[:5]}, unexpected {sorted(have - expected)[:5]}")
 
 
-def is_distributed_checkpoint(path: str | Path) -> bool:
-    """True if ``path`` is a megatron-core distributed checkpoint directory."""
+def _is_dist(path: Path) -> bool:
     from megatron.core import dist_checkpointing
 
-    return Path(path).is_dir() and dist_checkpointing.check_is_distributed_checkpoint(str(path))
+    return path.is_dir() and dist_checkpointing.check_is_distributed_checkpoint(str(path))
+
+
+def _weights_dir(path: str | Path) -> Path:
+    """``path``, or its ``weights`` folder for a checkpoint written by NeMo's ``MegatronStrategy``."""
+    path = Path(path)
+    return path / "weights" if not _is_dist(path) and _is_dist(path / "weights") else path
+
+
+def is_distributed_checkpoint(path: str | Path) -> bool:
+    """True if ``path`` is a megatron-core distributed checkpoint directory (or a ``MegatronStrategy`` checkpoint
+    holding one in ``weights/``)."""
+    return _is_dist(_weights_dir(path))
 
 
 def _ensure_parallel_state() -> None:
@@ -117,7 +133,7 @@ def load_distributed(model: nn.Module, directory: str | Path, strict: bool = Tru
 
     Args:
         model (nn.Module): built with the architecture the checkpoint was saved from (any tensor-parallel size).
-        directory (str | Path): the checkpoint.
+        directory (str | Path): the checkpoint (or a ``MegatronStrategy`` checkpoint folder with ``weights/``).
         strict (bool): every tensor of ``model`` must be in the checkpoint. Default: True.
 
     Raises:
@@ -131,6 +147,7 @@ def load_distributed(model: nn.Module, directory: str | Path, strict: bool = Tru
     _ensure_parallel_state()
     if not is_distributed_checkpoint(directory):
         raise FileNotFoundError(f"{directory}: not a megatron-core distributed checkpoint (no metadata.json)")
+    directory = _weights_dir(directory)
     sharded = _model_sharded_state_dict(model)
     _check_covers(model, sharded)
     try:
@@ -140,7 +157,8 @@ def load_distributed(model: nn.Module, directory: str | Path, strict: bool = Tru
                                             StrictHandling.LOG_UNEXPECTED)
     except (Exception, CheckpointException) as err:  # torch's CheckpointException is a BaseException
         raise ValueError(f"{directory}: distributed checkpoint does not fit {type(model).__name__}: {err}") from err
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    # a MegatronStrategy checkpoint also holds the trainer's state (step, loops) and the optimizer's: weights only
+    missing, unexpected = model.load_state_dict({k: v for k, v in state.items() if k in sharded}, strict=False)
     missing = [k for k in missing if not k.endswith("_extra_state")]
     if strict and (missing or unexpected):
         raise ValueError(f"{directory}: missing {missing[:5]}, unexpected {unexpected[:5]}")

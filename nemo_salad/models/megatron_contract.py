@@ -44,7 +44,8 @@ class SaladLossReduction(MegatronLossReduction):
         self.validation = validation
 
     def forward(self, batch: dict[str, Any], forward_out: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        return forward_out, {"avg": forward_out.detach().reshape(1)}
+        # a copy: megatron's schedule divides the returned loss in place by the number of micro-batches
+        return forward_out, {"avg": forward_out.detach().clone().reshape(1)}
 
     def reduce(self, losses_reduced_per_micro_batch: Sequence[dict[str, Tensor]]) -> Tensor:
         if not losses_reduced_per_micro_batch:

@@ -25,8 +25,10 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import Tensor
 
 from nemo_salad.llm import LLMConfig, MegatronLLM
+from nemo_salad.llm.parallel import data_parallel_group
 from nemo_salad.losses import DistillationLoss, LossOutput
 from nemo_salad.metrics import GapStats, gap_stats
+from nemo_salad.models.network import SaladNetwork, unwrap_network
 from nemo_salad.modules.lora import apply_lora, lora_disabled
 from nemo_salad.modules.splice import Segment, SplicedBatch, splice
 from nemo_salad.parts import pretrained as P
@@ -80,7 +82,6 @@ class SaladModel(ModelPT):
         self.teacher_mode = str(cfg.get("teacher", {}).get("mode", "copy"))
         if self.teacher_mode not in _TEACHER_MODES:
             raise ValueError(f"model.teacher.mode={self.teacher_mode!r}; expected one of {_TEACHER_MODES}")
-        self.teacher: MegatronLLM | None = None
         self._built = False
         self._pending_config: Any = None  # megatron settings NeMo's MegatronStrategy sets before the build
         self._init_from: str | None = None
@@ -128,14 +129,15 @@ class SaladModel(ModelPT):
             raise ValueError("SaladModel does not support pipeline parallelism (pipeline_model_parallel_size > 1): "
                              "use tensor and data parallelism (megatron.tensor_model_parallel_size, more GPUs)")
         cfg, load = self._cfg, self._load_pretrained
-        self.llm: MegatronLLM = P.build_llm(cfg.llm, load_weights=load)
-        self.encoder = P.build_speech_encoder(cfg.encoder, load_weights=load)
-        self.adapter = safe_instantiate(cfg.adapter, source="model.adapter", in_dim=self.encoder.output_dim,
-                                        out_dim=self.llm.hidden_size)
+        llm = P.build_llm(cfg.llm, load_weights=load)
+        encoder = P.build_speech_encoder(cfg.encoder, load_weights=load)
+        adapter = safe_instantiate(cfg.adapter, source="model.adapter", in_dim=encoder.output_dim,
+                                   out_dim=llm.hidden_size)
         with open_dict(self._cfg):  # what a .nemo stores: architectures written out, no checkpoint paths
-            self._cfg.llm = P.resolved_llm_config(cfg.llm, self.llm)
-            self._cfg.encoder = P.resolved_encoder_config(cfg.encoder, self.encoder)
-        self._setup_teacher_and_training_mode(cfg)
+            self._cfg.llm = P.resolved_llm_config(cfg.llm, llm)
+            self._cfg.encoder = P.resolved_encoder_config(cfg.encoder, encoder)
+        self.module = SaladNetwork(llm, encoder, adapter, self._build_teacher(llm))
+        self._setup_training_mode(cfg)
         self._built = True
         if self._pending_config is not None:
             self.config = self._pending_config
@@ -153,6 +155,40 @@ class SaladModel(ModelPT):
         self._init_from = path
         if path and self._built:
             self._load_init_weights()
+
+    # ------------------------------------------------------------------ the parts (through megatron's wrappers)
+    @property
+    def network(self) -> SaladNetwork:
+        """The trained parts: ``self.module``, unwrapped from megatron's ``DistributedDataParallel`` and
+        ``Float16Module`` when ``MegatronStrategy`` has wrapped it.
+
+        Raises:
+            AttributeError: before :meth:`configure_model` has built the model.
+        """
+        module = self._modules.get("module")
+        if module is None:
+            raise AttributeError("SaladModel is not built yet (configure_model builds it)")
+        return unwrap_network(module)
+
+    @property
+    def llm(self) -> MegatronLLM:
+        """The student LLM."""
+        return self.network.llm
+
+    @property
+    def encoder(self) -> torch.nn.Module:
+        """The speech encoder."""
+        return self.network.encoder
+
+    @property
+    def adapter(self) -> torch.nn.Module:
+        """The modality adapter."""
+        return self.network.adapter
+
+    @property
+    def teacher(self) -> MegatronLLM | None:
+        """The separate frozen teacher (``teacher.mode=copy``); None in the other modes or before the build."""
+        return self.network.teacher if self._built else None
 
     def _load_init_weights(self) -> None:
         from nemo_salad.models.init_weights import load_weights
@@ -174,13 +210,16 @@ class SaladModel(ModelPT):
         registered = {k: self.register_artifact(f"tokenizer.files.{k}", v) for k, v in files.items()}
         return P.load_tokenizer(P.gather_tokenizer_files(registered))
 
-    def _setup_teacher_and_training_mode(self, cfg: DictConfig) -> None:
+    def _build_teacher(self, llm: MegatronLLM) -> MegatronLLM | None:
+        """A frozen copy of the original LLM for ``teacher.mode=copy`` (before LoRA is applied), else None."""
+        if self.teacher_mode != "copy":
+            return None
+        teacher = MegatronLLM(LLMConfig.from_dict(self._cfg.llm.arch), attention=self._cfg.llm.get("attention", "sdpa"))
+        teacher.load_state_dict(llm.state_dict())
+        return teacher.requires_grad_(False).eval()
+
+    def _setup_training_mode(self, cfg: DictConfig) -> None:
         llm_cfg = cfg.llm
-        if self.teacher_mode == "copy":
-            self.teacher = MegatronLLM(LLMConfig.from_dict(self._cfg.llm.arch),
-                                       attention=llm_cfg.get("attention", "sdpa"))
-            self.teacher.load_state_dict(self.llm.state_dict())
-            self.teacher.requires_grad_(False).eval()
         lora = llm_cfg.get("lora")
         if lora:
             apply_lora(self.llm, rank=int(lora.get("rank", 16)), alpha=float(lora.get("alpha", 32)),
@@ -345,18 +384,33 @@ class SaladModel(ModelPT):
         n = len(batch["segments"])
         self.log("train/skipped", float(self.data_skipped + sum(self.skipped.values())), batch_size=max(n, 1))
         if out is None:
-            return None if batch_idx is not None else self.llm.output_weight.sum() * 0.0
+            return None if batch_idx is not None else self._zero_touching(self.network)
+        if batch_idx is None and not (batch.get("audio") is not None and batch["audio"].numel()):
+            # text replay: the speech path gets exact-zero gradients rather than none (megatron's overlapped
+            # gradient reduction waits for a gradient of every parameter of a bucket)
+            return out.loss + self._zero_touching(self.encoder, self.adapter)
         self.log_dict({"train/loss": out.loss.detach(), "train/kd": out.kd, "train/nll": out.nll,
                        "train/tokens": float(out.num_tokens)}, prog_bar=False, batch_size=n)
         self.log("loss", out.loss.detach(), prog_bar=True, logger=False, batch_size=n)
         return out.loss
+
+    @staticmethod
+    def _zero_touching(*modules: torch.nn.Module) -> Tensor:
+        """0 · Σ of every trainable parameter of ``modules``: adds nothing to a loss, gives each a zero gradient.
+
+        Under ``MegatronStrategy`` (``batch_idx`` None) a step's loss must reach every trainable parameter:
+        megatron's DDP reduces gradients bucket by bucket as they become ready, and its distributed optimizer updates
+        every parameter anyway (an absent gradient counts as zero there)."""
+        params = [p for m in modules for p in m.parameters() if p.requires_grad]
+        return sum((p.float().sum() * 0.0 for p in params), torch.zeros((), device=params[0].device if params
+                                                                                else None))
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int | None = None) -> Tensor | None:
         outputs = self(batch)  # shared by the loss and the gap metrics
         out = self.compute_loss(batch, outputs)
         if out is not None:
             n = len(batch["segments"])
-            self.log_dict({"val/loss": out.loss, "val/kd": out.kd, "val/nll": out.nll}, batch_size=n)
+            self.log_dict({"val/loss": out.loss, "val/kd": out.kd, "val/nll": out.nll}, batch_size=n, sync_dist=True)
         self._val_gap += gap_stats(self, batch, outputs=outputs)
         return out.loss if out is not None else self.llm.output_weight.sum() * 0.0
 
@@ -382,6 +436,12 @@ class SaladModel(ModelPT):
         for module in self.megatron_configs():
             copy_runtime_settings(value, module)
 
+    def on_fit_start(self) -> None:
+        """NeMo's mixed-precision plugin sets ``fp16``/``bf16`` on ``model.module``'s config (the student's) when it
+        wraps the network in ``Float16Module``: give the teacher's and adapter's megatron blocks the same settings."""
+        if self._built:
+            self.config = self.llm.gpt.config
+
     def megatron_configs(self) -> list[Any]:
         """The ``TransformerConfig`` of every megatron block (student, teacher, adapter layers), student first."""
         from megatron.core.transformer import TransformerConfig
@@ -406,7 +466,8 @@ class SaladModel(ModelPT):
         ``MegatronStrategy`` checkpoints and :mod:`nemo_salad.models.dist_checkpoint`."""
         from nemo_salad.models.dist_checkpoint import sharded_state_dict
 
-        return sharded_state_dict(self, prefix, sharded_offsets, metadata)
+        # the keys of state_dict(): megatron's DistributedDataParallel / Float16Module add no prefix there
+        return sharded_state_dict(self, prefix, sharded_offsets, metadata, replace={"module": self.network})
 
     def data_step(self, dataloader_iter: Any) -> dict[str, Any]:
         from nemo_salad.models.megatron_contract import megatron_data_step
@@ -424,7 +485,7 @@ class SaladModel(ModelPT):
         return SaladLossReduction(validation=True)
 
     def on_validation_epoch_end(self) -> None:
-        stats, self._val_gap = self._val_gap, GapStats()
+        stats, self._val_gap = self._val_gap.all_reduce(data_parallel_group()), GapStats()
         if stats.misalignment_tokens or stats.forgetting_tokens:
             self.log_dict({"val/misalignment": stats.misalignment, "val/forgetting": stats.forgetting},
                           prog_bar=True)

@@ -13,11 +13,15 @@ A training config selects it with ``trainer.strategy: megatron`` and a ``megatro
 The strategy and precision plugin are built here, in code (configs may only instantiate allowlisted classes).
 :class:`~nemo_salad.models.SaladModel` is then built in ``configure_model`` after the strategy has created the
 parallel groups; the student and the teacher are split over the same tensor-parallel ranks and the distillation
-loss works on the vocabulary shards. The optimizer is megatron's (``MegatronOptimizerModule``): one Adam over all
-trainable parameters, the LLM at ``optim.llm_lr`` and every other part (adapter, encoder, LoRA) at
-``optim.adapter_lr`` through megatron's learning-rate multiplier, on the same warmup-stable-decay schedule as
-the plain path. Checkpoints are megatron distributed checkpoints (``SaladModel.sharded_state_dict``), which load
-at another tensor-parallel size. Pipeline parallelism is not supported (see ``SaladModel.configure_model``).
+loss works on the vocabulary shards. The model's network (``model.module``) is what the strategy wraps: megatron's
+``Float16Module`` (bf16 weights) and ``DistributedDataParallel`` (gradient buffers, reduced bucket by bucket). The
+optimizer is megatron's (``MegatronOptimizerModule``): one Adam over all trainable parameters, the LLM at
+``optim.llm_lr`` and every other part (adapter, encoder, LoRA) at ``optim.adapter_lr`` through megatron's
+learning-rate multiplier, on the same warmup-stable-decay schedule as the plain path, clipping the gradient norm
+at ``trainer.gradient_clip_val``. :class:`SaladDataSampler` tells megatron's schedule how many of the data
+module's variable-size batches make one step (``num_microbatches``). Checkpoints are megatron distributed
+checkpoints (``SaladModel.sharded_state_dict``; the optimizer state fully reshardable), which load at another
+tensor-parallel size. Pipeline parallelism is not supported (see ``SaladModel.configure_model``).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["MEGATRON_DEFAULTS", "megatron_optimizer", "megatron_trainer_kwargs", "non_llm_param"]
+__all__ = ["MEGATRON_DEFAULTS", "SaladDataSampler", "megatron_optimizer", "megatron_trainer_kwargs", "non_llm_param"]
 
 #: The ``megatron`` config section's keys and defaults.
 MEGATRON_DEFAULTS: dict[str, Any] = {
@@ -38,7 +42,50 @@ MEGATRON_DEFAULTS: dict[str, Any] = {
     "grad_reduce_in_fp32": True,
     "ckpt_async_save": True,
     "ckpt_parallel_save": True,
+    "ckpt_optim_fully_reshardable": True,
+    "ckpt_load_optimizer": True,
+    "num_microbatches": 1,
 }
+
+
+class SaladDataSampler:
+    """Tells megatron's schedule how many micro-batches make one optimizer step (NeMo's ``DataSampler`` role).
+
+    SaladModel's batches come from lhotse samplers that bound each batch by total duration, so batch size and
+    length vary from batch to batch; each data-parallel rank draws its own (see
+    :func:`nemo_salad.data.datamodule.data_parallel_shard`) and NeMo's fixed-size ``MegatronDataSampler`` does not
+    apply. A training step pulls ``num_microbatches`` batches and accumulates their gradients; validation uses one
+    batch per step. The schedule's ``micro_batch_size`` and ``seq_length`` are placeholders: without pipeline
+    parallelism megatron only needs them for communication buffers between stages.
+
+    Args:
+        num_microbatches (int): batches per optimizer step on each data-parallel rank (gradient accumulation).
+    """
+
+    #: each DataLoader batch is one micro-batch (not NeMo-1's global-batch sampler, which NeMo would split)
+    dataloader_type = "single"
+
+    def __init__(self, num_microbatches: int = 1) -> None:
+        if int(num_microbatches) < 1:
+            raise ValueError(f"megatron.num_microbatches={num_microbatches}; expected an integer >= 1")
+        self.num_microbatches = int(num_microbatches)
+        self.trainer: Any = None
+
+    def connect(self, trainer: Any) -> None:
+        self.trainer = trainer
+
+    def setup(self, global_rank: int) -> None:
+        """Nothing to set up: the datamodule's lhotse samplers shard by data-parallel rank."""
+
+    def transform_dataloader(self, dataloader: Any, consumed_samples: int = 0) -> Any:
+        return dataloader
+
+    def on_megatron_step_start(self, step: Any) -> Any:
+        """Fill in the step's micro-batch count (``MegatronParallel`` calls this before each step)."""
+        import dataclasses
+
+        return dataclasses.replace(step, num_microbatches=1 if step.forward_only else self.num_microbatches,
+                                   micro_batch_size=1, seq_length=1)
 
 
 def _section(megatron: dict[str, Any] | None) -> dict[str, Any]:
@@ -80,10 +127,19 @@ def megatron_trainer_kwargs(trainer: dict[str, Any], megatron: dict[str, Any] | 
                                         overlap_param_gather=bool(m["overlap_param_gather"]),
                                         grad_reduce_in_fp32=bool(m["grad_reduce_in_fp32"]),
                                         check_for_nan_in_grad=True)
+    out.pop("gradient_clip_val", None)  # megatron's optimizer clips (megatron_optimizer's clip_grad)
+    if out.pop("gradient_clip_algorithm", None) not in (None, "norm"):
+        raise ValueError("trainer.gradient_clip_algorithm must be 'norm' under the megatron strategy")
+    if int(out.get("accumulate_grad_batches", 1)) != 1:
+        raise ValueError("trainer.accumulate_grad_batches must be 1 under the megatron strategy: accumulate with "
+                         "megatron.num_microbatches")
     out["strategy"] = nl.MegatronStrategy(tensor_model_parallel_size=tp, pipeline_model_parallel_size=1,
                                           context_parallel_size=1, sequence_parallel=False, ddp=ddp,
+                                          data_sampler=SaladDataSampler(int(m["num_microbatches"])),
                                           ckpt_async_save=bool(m["ckpt_async_save"]),
-                                          ckpt_parallel_save=bool(m["ckpt_parallel_save"]))
+                                          ckpt_parallel_save=bool(m["ckpt_parallel_save"]),
+                                          ckpt_optim_fully_reshardable=bool(m["ckpt_optim_fully_reshardable"]),
+                                          ckpt_load_optimizer=bool(m["ckpt_load_optimizer"]))
     precision = str(out.pop("precision", "bf16-mixed"))
     out["plugins"] = [p for p in out.get("plugins", []) or []] + [nl.MegatronMixedPrecision(precision=precision)]
     return out
@@ -104,13 +160,16 @@ def non_llm_param(name: str, param: torch.nn.Parameter | None = None) -> bool:
     return not name.startswith("llm.") or ".lora." in name
 
 
-def megatron_optimizer(optim: dict[str, Any], max_steps: int, bf16: bool = True) -> Any:
+def megatron_optimizer(optim: dict[str, Any], max_steps: int, bf16: bool = True, clip_grad: float | None = None
+                       ) -> Any:
     """A ``MegatronOptimizerModule`` equivalent to the plain path's AdamW groups and schedule.
 
     Args:
         optim (dict): the ``model.optim`` section.
         max_steps (int): ``trainer.max_steps`` (the schedule's length).
         bf16 (bool): bf16 training (fp32 master weights in the optimizer). Default: True.
+        clip_grad (float | None): gradient-norm clipping threshold, ``trainer.gradient_clip_val`` (Lightning's
+            own clipping does not apply under megatron); None or 0 for none. Default: None.
 
     Raises:
         ValueError: if ``encoder_lr`` or ``lora_lr`` differ from ``adapter_lr`` (megatron's optimizer has one
@@ -131,7 +190,7 @@ def megatron_optimizer(optim: dict[str, Any], max_steps: int, bf16: bool = True)
     betas = tuple(optim.get("betas", (0.9, 0.95)))
     config = OptimizerConfig(optimizer="adam", lr=llm_lr, weight_decay=float(optim.get("weight_decay", 0.1)),
                              adam_beta1=float(betas[0]), adam_beta2=float(betas[1]),
-                             adam_eps=float(optim.get("eps", 1e-8)), clip_grad=float(optim.get("clip_grad", 1.0)),
+                             adam_eps=float(optim.get("eps", 1e-8)), clip_grad=float(clip_grad or 0.0),
                              bf16=bf16, params_dtype=torch.float32, use_distributed_optimizer=True)
 
     class _WSD(LRSchedulerModule):

@@ -57,7 +57,8 @@ def build(cfg: DictConfig) -> tuple[pl.Trainer, SaladModel, SaladDataModule]:
         from nemo_salad.recipes.megatron import megatron_optimizer
 
         optim = OmegaConf.to_container(cfg.model.optim, resolve=True) if cfg.model.get("optim") else {}
-        megatron_optimizer(optim, trainer.max_steps, bf16="bf16" in precision).connect(model)
+        megatron_optimizer(optim, trainer.max_steps, bf16="bf16" in precision,
+                           clip_grad=cfg.trainer.get("gradient_clip_val")).connect(model)
     data = SaladDataModule(cfg.data, model.tokenizer, min_samples=model.min_audio_samples)
     return trainer, model, data
 
@@ -80,7 +81,9 @@ def train(cfg: DictConfig) -> Path | None:
     """Train; returns the path of the exported ``.nemo`` (None if the run exported nothing)."""
     trainer, model, data = build(cfg)
     trainer.fit(model, datamodule=data)  # resumes from trainer.ckpt_path when exp_manager found a checkpoint
-    exported = sorted(Path(trainer.log_dir or ".").rglob("*.nemo"), key=lambda p: p.stat().st_mtime)
+    ckpt = getattr(trainer.checkpoint_callback, "dirpath", None)  # exp_manager saves the .nemo there
+    roots = [Path(d) for d in (ckpt, trainer.log_dir) if d and Path(d).is_dir()] or [Path(".")]
+    exported = sorted({p for root in roots for p in root.rglob("*.nemo")}, key=lambda p: p.stat().st_mtime)
     if exported:
         logging.info(f"exported {exported[-1]}")
         return exported[-1]

@@ -64,13 +64,13 @@ def test_sharded_state_dict_covers_every_tensor_and_splits_lora(tmp_path):
     sharded = sharded_state_dict(model)
     assert {k for k in sharded if not k.endswith("_extra_state")} == {k for k in model.state_dict()
                                                                        if not k.endswith("_extra_state")}
-    layer = "llm.gpt.decoder.layers.0."
+    layer = "module.llm.gpt.decoder.layers.0."
     assert isinstance(sharded[f"{layer}mlp.linear_fc1.lora.b.weight"], ShardedTensorFactory)  # [gate; up]
     qkv_b = sharded[f"{layer}self_attention.linear_qkv.lora.b.weight"]
     proj_a = sharded[f"{layer}self_attention.linear_proj.lora.a.weight"]
     assert isinstance(qkv_b, ShardedTensor) and isinstance(proj_a, ShardedTensor)
     assert qkv_b.replica_id == (0, 0, 0) and proj_a.replica_id == (0, 0, 0)  # split over TP, not TP-replicated
-    enc = next(k for k in sharded if k.startswith("encoder."))
+    enc = next(k for k in sharded if k.startswith("module.encoder."))
     assert sharded[enc].replica_id[1:] == (0, 0)
 
 

@@ -1,5 +1,6 @@
-"""The MegatronStrategy path of the training recipe, as far as it is built on CPU (``fit`` needs GPUs): strategy,
-precision plugin, megatron optimizer matching the plain path's parameter groups and schedule, deferred model."""
+"""The MegatronStrategy path of the training recipe, piece by piece: strategy, precision plugin, data sampler,
+megatron optimizer matching the plain path's parameter groups and schedule, deferred model. (``fit`` itself:
+test_megatron_fit.py; the step against the plain step: tests/distributed/test_megatron_step.py.)"""
 
 from __future__ import annotations
 
@@ -73,9 +74,18 @@ def test_bad_megatron_sections_are_named():
         megatron_trainer_kwargs({"devices": 2}, {"tensor_parallel": 2})
     with pytest.raises(ValueError, match="multiple of megatron.tensor_model_parallel_size = 4"):
         megatron_trainer_kwargs({"devices": 2, "num_nodes": 1}, {"tensor_model_parallel_size": 4})
-    kwargs = megatron_trainer_kwargs({"devices": 8, "num_nodes": 2, "precision": "bf16-mixed"},
-                                     {"tensor_model_parallel_size": 2})
+    with pytest.raises(ValueError, match="accumulate_grad_batches.*num_microbatches"):
+        megatron_trainer_kwargs({"accumulate_grad_batches": 4}, {})
+    with pytest.raises(ValueError, match="num_microbatches=0"):
+        megatron_trainer_kwargs({}, {"num_microbatches": 0})
+    with pytest.raises(ValueError, match="gradient_clip_algorithm"):
+        megatron_trainer_kwargs({"gradient_clip_algorithm": "value"}, {})
+    kwargs = megatron_trainer_kwargs({"devices": 8, "num_nodes": 2, "precision": "bf16-mixed",
+                                      "gradient_clip_val": 1.0}, {"tensor_model_parallel_size": 2})
     assert kwargs["strategy"].tensor_model_parallel_size == 2 and "precision" not in kwargs
+    assert "gradient_clip_val" not in kwargs  # Lightning's clipping refuses megatron's optimizer; it clips itself
+    assert megatron_optimizer({}, 10, clip_grad=1.0).config.clip_grad == 1.0
+    assert megatron_optimizer({}, 10).config.clip_grad == 0.0
 
 
 @pytest.mark.parametrize("name", ["stage1_qwen2.5_3b", "stage1_qwen2.5_7b"])
@@ -87,6 +97,7 @@ def test_paper_recipes_give_valid_megatron_settings(name):
     assert trainer["strategy"] == "megatron"
     kwargs = megatron_trainer_kwargs(trainer, OmegaConf.to_container(cfg.megatron))
     assert kwargs["strategy"].tensor_model_parallel_size == cfg.megatron.tensor_model_parallel_size
-    module = megatron_optimizer(OmegaConf.to_container(cfg.model.optim, resolve=True), cfg.trainer.max_steps)
-    assert module.config.lr == cfg.model.optim.llm_lr
+    module = megatron_optimizer(OmegaConf.to_container(cfg.model.optim, resolve=True), cfg.trainer.max_steps,
+                                clip_grad=cfg.trainer.gradient_clip_val)
+    assert module.config.lr == cfg.model.optim.llm_lr and module.config.clip_grad == 1.0
     assert module.config.lr * module.lr_mult == pytest.approx(cfg.model.optim.adapter_lr)

@@ -1,0 +1,123 @@
+"""SaladModel trained through the pieces of NeMo-2's MegatronStrategy step (MegatronParallel, Float16Module,
+megatron DDP, the distributed optimizer, megatron's schedule) gives the plain path's losses and weights: fp32 in
+one process, data parallelism over 2 gloo processes, and bf16 within bf16's precision."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from nemo_salad.llm.parallel import init_model_parallel
+from nemo_salad.models.dist_checkpoint import save_distributed
+from nemo_salad.models.salad import SaladModel
+from tests.helpers.megatron_step import (
+    OPTIM,
+    config,
+    cuda_standins,
+    make_batches,
+    megatron_steps,
+    plain_steps,
+    run_data_parallel,
+    split_batch,
+)
+from tests.helpers.tiny import make_tokenizer
+
+_BN_STATS = ("running_mean", "running_var", "num_batches_tracked")
+
+pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU/gloo variant")
+
+
+def _model(tok, seed: int = 3) -> SaladModel:
+    init_model_parallel()
+    torch.manual_seed(seed)
+    model = SaladModel(config(tok), defer_build=True)
+    model.configure_model()
+    return model.train()
+
+
+def _state(model: SaladModel) -> dict[str, torch.Tensor]:
+    return {k: v.detach().float().clone() for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)}
+
+
+@pytest.fixture(scope="module")
+def tok(tmp_path_factory):
+    return make_tokenizer(tmp_path_factory.mktemp("tok"))
+
+
+def test_megatron_step_equals_the_plain_step(tok):
+    reference, model = _model(tok), _model(tok)
+    before = _state(model)
+    assert all(torch.equal(before[k], v) for k, v in _state(reference).items())
+    batches = make_batches(model.tokenizer)
+    expected = plain_steps(reference, [[b] for b in batches], OPTIM)
+    with cuda_standins():
+        losses, wrapped = megatron_steps(model, [[b] for b in batches], OPTIM, precision="32")
+    from megatron.core.distributed import DistributedDataParallel
+
+    assert isinstance(model.module, DistributedDataParallel)  # trained wrapped, reached through the wrappers
+    assert losses == pytest.approx(expected, rel=1e-5)
+    got, want = _state(model), _state(reference)
+    assert got.keys() == want.keys() == before.keys()
+    moved = [k for k in got if not torch.equal(got[k], before[k])]
+    assert any(k.startswith("module.llm.") for k in moved) and any(k.startswith("module.adapter.") for k in moved)
+    assert any(k.startswith("module.encoder.") for k in moved)
+    assert not any(k.startswith("module.teacher.") for k in moved)  # the teacher stays frozen
+    for k in got:
+        assert torch.allclose(got[k], want[k], atol=2e-6, rtol=1e-4), k
+
+
+def test_megatron_bf16_step_runs_in_bf16_and_tracks_fp32(tok):
+    reference, model = _model(tok), _model(tok)
+    batches = make_batches(model.tokenizer, steps=3)
+    expected = plain_steps(reference, [[b] for b in batches], OPTIM)
+    with cuda_standins():
+        losses, _ = megatron_steps(model, [[b] for b in batches], OPTIM, precision="bf16-mixed")
+    from megatron.core.transformer.module import Float16Module
+
+    assert isinstance(model.module.module, Float16Module)
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    assert all(c.bf16 for c in model.megatron_configs())  # teacher and adapter blocks too (on_fit_start)
+    assert losses == pytest.approx(expected, rel=0.05)
+    got, want, start = _state(model), _state(reference), _state(_model(tok))
+    for part in ("module.llm.", "module.adapter.", "module.encoder."):  # updates point the same way as fp32's
+        keys = [k for k in got if k.startswith(part) and not torch.equal(want[k], start[k])]
+        d_got = torch.cat([(got[k] - start[k]).flatten() for k in keys])
+        d_want = torch.cat([(want[k] - start[k]).flatten() for k in keys])
+        assert torch.nn.functional.cosine_similarity(d_got, d_want, dim=0) > 0.9, part
+
+
+def test_micro_batches_accumulate_like_one_larger_step(tok):
+    """megatron.num_microbatches=2: each step pulls two batches and accumulates their gradients (the mean of the two
+    losses), with a text-replay batch (no speech) among them."""
+    reference, model = _model(tok), _model(tok)
+    speech = make_batches(model.tokenizer, steps=2)
+    text = {"audio": torch.zeros(0, 0), "audio_lens": torch.zeros(0, dtype=torch.long),  # as the dataset collates it
+            "segments": [[s for s in sample if s.kind == "text"] for sample in speech[1]["segments"]],
+            "sample_ids": speech[1]["sample_ids"]}
+    steps = [[speech[0], text], [text, speech[1]]]
+    expected = plain_steps(reference, steps, OPTIM)
+    with cuda_standins():
+        losses, _ = megatron_steps(model, steps, OPTIM, megatron={"num_microbatches": 2, "overlap_grad_reduce": True})
+    assert losses == pytest.approx(expected, rel=1e-5)
+    got, want = _state(model), _state(reference)
+    for k in got:
+        assert torch.allclose(got[k], want[k], atol=2e-6, rtol=1e-4), k
+
+
+def test_two_process_data_parallel_equals_one_process(tok, tmp_path):
+    model = _model(tok)
+    save_distributed(model, tmp_path / "init")
+    reference = _model(tok, seed=99)  # different init, overwritten by the saved weights
+    reference.load_state_dict(model.state_dict())
+    expected = plain_steps(reference, [split_batch(b, 2) for b in make_batches(reference.tokenizer)], OPTIM)
+    mp.start_processes(run_data_parallel, args=(2, str(tmp_path / "rdv"), str(tmp_path), str(tok)), nprocs=2,
+                       start_method="spawn")
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    # batch-norm running statistics are not synchronised by data parallelism (each rank has its own half)
+    want = {k: v for k, v in _state(reference).items() if not k.endswith(_BN_STATS)}
+    for got in ranks:
+        assert got["losses"] == pytest.approx(expected, rel=1e-5)
+        assert {k for k in got["state"] if not k.endswith(_BN_STATS)} == want.keys()
+        for k, v in want.items():
+            assert torch.allclose(got["state"][k], v, atol=2e-6, rtol=1e-4), k

@@ -1,0 +1,46 @@
+"""Run the Stage I recipe under NeMo-2's MegatronStrategy on CPU (one process): ``trainer.fit`` with megatron's
+DDP, distributed optimizer, bf16 ``Float16Module``, validation, megatron distributed checkpoints, resume and the
+``.nemo`` export — everything the GPU path runs, with :func:`tests.helpers.megatron_step.cuda_standins` for the
+few places that allocate on CUDA.
+
+    python -m tests.helpers.megatron_fit CORPUS EXP_DIR MAX_STEPS [--resume]
+
+Prints ``EXPORTED <path>`` at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("corpus", type=Path)
+    parser.add_argument("exp_dir", type=Path)
+    parser.add_argument("max_steps", type=int)
+    parser.add_argument("--resume", action="store_true")
+    args = parser.parse_args()
+    os.environ["OMP_NUM_THREADS"] = "1"
+
+    from nemo_salad.recipes.train import train
+    from tests.helpers.megatron_step import cuda_standins
+    from tests.training.conftest import compose, tiny_overrides
+
+    # megatron on CPU falls back to torch's AdamW, whose state megatron can only save after a step and cannot load
+    # into a fresh optimizer (TE's / apex's fused Adam on GPUs can): on resume here, no validation before the first
+    # step and a fresh optimizer state.
+    load_optim = "false" if args.resume else "true"
+    overrides = tiny_overrides(args.corpus, args.exp_dir, max_steps=args.max_steps) + [
+        "+trainer.strategy=megatron", "trainer.accelerator=cpu", "trainer.devices=1", "trainer.precision=bf16-mixed",
+        "trainer.val_check_interval=3", "model.optim.lora_lr=null",
+        f"+megatron={{ckpt_async_save: false, overlap_grad_reduce: true, ckpt_load_optimizer: {load_optim}}}",
+        f"exp_manager.disable_validation_on_resume={str(args.resume).lower()}"]
+    with cuda_standins():
+        exported = train(compose(overrides))
+    print(f"EXPORTED {exported}")
+
+
+if __name__ == "__main__":
+    main()

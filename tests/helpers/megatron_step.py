@@ -1,0 +1,169 @@
+"""Drive SaladModel through the pieces of NeMo-2's MegatronStrategy training step on CPU.
+
+What runs is NeMo's and megatron-core's own code, as the strategy wires it: ``MegatronParallel`` around the model,
+the mixed-precision plugin's ``Float16Module`` conversion, megatron ``DistributedDataParallel`` (contiguous gradient
+buffers), megatron's distributed optimizer from ``MegatronOptimizerModule.optimizers``, ``finalize_model_grads``, and
+megatron's no-pipelining schedule calling the model's ``data_step`` / ``training_step`` / ``training_loss_reduction``.
+Only ``trainer.fit`` itself needs CUDA (streams); those pieces allocate a handful of tensors with ``device="cuda"``
+and check ``tensor.type()`` against CUDA type names. :func:`cuda_standins` maps exactly that to the CPU for the
+duration of a test: it changes where tensors live, not what is computed.
+
+``plain_steps`` is the reference: the same model trained by the plain path (fp32, ``torch.optim.AdamW`` over
+``param_groups``, the WSD schedule), one optimizer step per batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import torch
+
+#: ``model.optim`` for the comparisons (no gradient clipping on either path).
+OPTIM = {"adapter_lr": 1e-3, "llm_lr": 2e-4, "warmup_steps": 0, "decay_fraction": 0.0, "weight_decay": 0.1}
+
+
+def _cpu(device: Any) -> Any:
+    return "cpu" if str(device).startswith("cuda") else device
+
+
+def _on_cpu(factory: Any, *args: Any, **kwargs: Any) -> Any:
+    if "device" in kwargs:
+        kwargs["device"] = _cpu(kwargs["device"])
+    kwargs.pop("pin_memory", None)
+    return factory(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def cuda_standins() -> Iterator[None]:
+    """Within the block, megatron-core's ``device="cuda"`` allocations, ``.cuda()`` moves, CUDA streams and
+    ``tensor.type()`` checks for ``torch.cuda.*Tensor`` work on the CPU. Skipped (a no-op) when CUDA exists."""
+    if torch.cuda.is_available():
+        yield
+        return
+    import nemo.collections.asr  # noqa: F401  (TorchScript compiles its functions on import: before the wrapping)
+
+    orig_type = torch.Tensor.type
+
+    def tensor_type(self: torch.Tensor, dtype: Any = None, non_blocking: bool = False, **kwargs: Any) -> Any:
+        if dtype is None and not kwargs:
+            name = orig_type(self)
+            return name if name.startswith("torch.cuda.") else name.replace("torch.", "torch.cuda.", 1)
+        return orig_type(self, dtype, non_blocking, **kwargs)
+
+    orig_to = torch.Tensor.to
+
+    def tensor_to(self: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        if "device" in kwargs:
+            kwargs["device"] = _cpu(kwargs["device"])
+        return orig_to(self, *(_cpu(a) if isinstance(a, str | torch.device) else a for a in args), **kwargs)
+
+    with contextlib.ExitStack() as stack:
+        for name in ("tensor", "zeros", "empty", "ones", "full"):
+            stack.enter_context(mock.patch(f"torch.{name}", functools.partial(_on_cpu, getattr(torch, name))))
+        patches = {"torch.Tensor.cuda": lambda self, *a, **k: self, "torch.Tensor.type": tensor_type,
+                   "torch.Tensor.to": tensor_to,
+                   "torch.cuda.current_device": lambda: "cpu", "torch.cuda.Stream": lambda *a, **k: None,
+                   "torch.cuda.stream": lambda *a, **k: contextlib.nullcontext(),
+                   "torch.cuda.synchronize": lambda *a, **k: None, "torch.cuda.empty_cache": lambda: None,
+                   # moves loaded tensors between CUDA devices; nothing to move on the CPU
+                   "nemo.lightning.io.pl._fix_tensors_device": lambda checkpoint: checkpoint}
+        for target, new in patches.items():
+            stack.enter_context(mock.patch(target, new))
+        yield
+
+
+def config(tokenizer_dir: str | Path) -> dict[str, Any]:
+    """The paper's setting in miniature: the tiny LLM fully fine-tuned next to a separate frozen teacher (``copy``),
+    the tiny FastConformer and causal adapter, KD mixed with NLL; every part trainable, so both learning rates
+    (LLM; adapter and encoder) are exercised."""
+    from tests.helpers.tiny import model_cfg
+
+    return model_cfg(tokenizer_dir, teacher="copy", **{"loss.alpha": 0.5})
+
+
+def make_batches(tokenizer: Any, steps: int = 2) -> list[dict[str, Any]]:
+    """One batch per step (both layouts of the method, alternating)."""
+    from tests.helpers.batches import make_batch
+
+    return [make_batch(tokenizer, ("interleaved", "prefix")[i % 2], seed=i) for i in range(steps)]
+
+
+def split_batch(batch: dict[str, Any], parts: int) -> list[dict[str, Any]]:
+    """Split a collated batch by samples into ``parts`` batches (each keeps the clips its samples use)."""
+    from nemo_salad.modules.splice import Segment
+
+    n = len(batch["segments"])
+    out = []
+    for r in range(parts):
+        rows = list(range(r * n // parts, (r + 1) * n // parts))
+        clips = sorted({s.clip for i in rows for s in batch["segments"][i] if s.kind == "speech"})
+        remap = {c: j for j, c in enumerate(clips)}
+        segments = [[Segment(s.kind, s.ids, remap[s.clip] if s.kind == "speech" else s.clip)
+                     for s in batch["segments"][i]] for i in rows]
+        lens = batch["audio_lens"][clips]
+        out.append({"audio": batch["audio"][clips][:, : int(lens.max())], "audio_lens": lens, "segments": segments,
+                    "sample_ids": [batch["sample_ids"][i] for i in rows] if batch.get("sample_ids") else None})
+    return out
+
+
+def plain_steps(model: Any, batches: list[list[dict[str, Any]]], optim: dict[str, Any]) -> list[float]:
+    """fp32 reference: per step, the mean of the losses of the step's micro-batches (what data parallelism over
+    ``len(batches[i])`` ranks computes), then one AdamW step. Returns the losses."""
+    from nemo_salad.parts.optim import build_optimizer
+
+    opt = build_optimizer(model, optim, max_steps=100)
+    optimizer, sched = opt["optimizer"], opt["lr_scheduler"]["scheduler"]
+    losses = []
+    for parts in batches:
+        optimizer.zero_grad(set_to_none=True)
+        loss = sum(model.compute_loss(b).loss for b in parts) / len(parts)
+        loss.backward()
+        optimizer.step()
+        sched.step()
+        losses.append(float(loss))
+    return losses
+
+
+def megatron_steps(model: Any, steps: list[list[dict[str, Any]]], optim: dict[str, Any], precision: str = "32",
+                   megatron: dict[str, Any] | None = None) -> tuple[list[float], Any]:
+    """Train a built SaladModel one megatron step per entry of ``steps`` (its micro-batches, as many as
+    ``megatron.num_microbatches``) through :mod:`nemo_salad.recipes.megatron_loop`. Returns the reduced losses and
+    the ``MegatronParallel``. Needs megatron's parallel state (any TP × DP) and :func:`cuda_standins`."""
+    from nemo_salad.recipes.megatron_loop import train_step, wrap
+
+    loop = wrap(model, optim, max_steps=100, precision=precision, megatron=megatron)
+    return [train_step(loop, micro_batches) for micro_batches in steps], loop.parallel
+
+
+def run_data_parallel(rank: int, world: int, init_file: str, work: str, tokenizer_dir: str) -> None:
+    """One rank of the 2-process data-parallel check: load the shared initial weights, train on this rank's half
+    of every batch through :func:`megatron_steps`, save the losses and final weights."""
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+    import torch.distributed as dist
+    from megatron.core import parallel_state
+
+    from nemo_salad.llm.cpu import ensure_cpu_support
+    from nemo_salad.models.dist_checkpoint import load_distributed
+    from nemo_salad.models.salad import SaladModel
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    ensure_cpu_support()
+    parallel_state.initialize_model_parallel(1, 1)
+    model = SaladModel(config(tokenizer_dir), defer_build=True)
+    model.configure_model()
+    load_distributed(model, Path(work) / "init")
+    model.train()
+    batches = [split_batch(b, world)[rank] for b in make_batches(model.tokenizer)]
+    with cuda_standins():
+        losses, _ = megatron_steps(model, [[b] for b in batches], OPTIM,
+                                   megatron={"overlap_grad_reduce": True, "overlap_param_gather": False})
+    state = {k: v.detach().float() for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)}
+    torch.save({"losses": losses, "state": state}, Path(work) / f"rank{rank}.pt")
+    dist.barrier()
