@@ -31,7 +31,7 @@ def test_stage1_then_stage2_with_a_selection_round(tone_corpus, tmp_path):
     trainer, model, data = build(compose(overrides, name="stage2"))
     start = {k: v.clone() for k, v in model.adapter.state_dict().items() if isinstance(v, torch.Tensor)}
     saved = torch.load(pre_decay, map_location="cpu", weights_only=True)["state_dict"]
-    assert all(torch.equal(v, saved[f"adapter.{k}"]) for k, v in start.items())  # initialised from Stage I
+    assert all(torch.equal(v, saved[f"module.adapter.{k}"]) for k, v in start.items())  # initialised from Stage I
     trainer.fit(model, datamodule=data)
     assert trainer.global_step == 6
     assert [s.name for s in data.mixture.sources][-1].startswith("active")  # the selection joined the mixture
