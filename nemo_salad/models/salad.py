@@ -385,13 +385,13 @@ class SaladModel(ModelPT):
         self.log("train/skipped", float(self.data_skipped + sum(self.skipped.values())), batch_size=max(n, 1))
         if out is None:
             return None if batch_idx is not None else self._zero_touching(self.network)
+        self.log_dict({"train/loss": out.loss.detach(), "train/kd": out.kd, "train/nll": out.nll,
+                       "train/tokens": float(out.num_tokens)}, prog_bar=False, batch_size=n)
+        self.log("loss", out.loss.detach(), prog_bar=True, logger=False, batch_size=n)
         if batch_idx is None and not (batch.get("audio") is not None and batch["audio"].numel()):
             # text replay: the speech path gets exact-zero gradients rather than none (megatron's overlapped
             # gradient reduction waits for a gradient of every parameter of a bucket)
             return out.loss + self._zero_touching(self.encoder, self.adapter)
-        self.log_dict({"train/loss": out.loss.detach(), "train/kd": out.kd, "train/nll": out.nll,
-                       "train/tokens": float(out.num_tokens)}, prog_bar=False, batch_size=n)
-        self.log("loss", out.loss.detach(), prog_bar=True, logger=False, batch_size=n)
         return out.loss
 
     @staticmethod

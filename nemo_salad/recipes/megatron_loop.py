@@ -35,11 +35,13 @@ def wrap(model: Any, optim: dict[str, Any], max_steps: int, precision: str = "bf
         precision (str): ``bf16-mixed`` (``Float16Module``, fp32 master weights) or ``32``. Default: bf16-mixed.
         megatron (dict | None): the ``megatron`` section. clip_grad (float | None): gradient-norm clipping.
     """
+    import torch.distributed as dist
     from nemo.lightning.megatron_parallel import MegatronParallel
 
     from nemo_salad.recipes.megatron import megatron_optimizer, megatron_trainer_kwargs
 
-    kwargs = megatron_trainer_kwargs({"strategy": "megatron", "precision": precision}, megatron)
+    world = dist.get_world_size() if dist.is_initialized() else 1  # every rank of this run: its device count
+    kwargs = megatron_trainer_kwargs({"strategy": "megatron", "precision": precision, "devices": world}, megatron)
     strategy, plugin = kwargs["strategy"], kwargs["plugins"][-1]
     parallel = MegatronParallel(model, precision_plugin=plugin, cpu=not next(model.parameters()).is_cuda,
                                 ddp_config=strategy.ddp_config, convert_module_fn=plugin.convert_module)

@@ -9,7 +9,7 @@ import torch
 import torch.multiprocessing as mp
 
 from nemo_salad.llm.parallel import init_model_parallel
-from nemo_salad.models.dist_checkpoint import save_distributed
+from nemo_salad.models.dist_checkpoint import load_distributed, save_distributed
 from nemo_salad.models.salad import SaladModel
 from tests.helpers.megatron_step import (
     OPTIM,
@@ -18,12 +18,10 @@ from tests.helpers.megatron_step import (
     make_batches,
     megatron_steps,
     plain_steps,
-    run_data_parallel,
+    run_parallel,
     split_batch,
 )
 from tests.helpers.tiny import make_tokenizer
-
-_BN_STATS = ("running_mean", "running_var", "num_batches_tracked")
 
 pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU/gloo variant")
 
@@ -105,19 +103,23 @@ def test_micro_batches_accumulate_like_one_larger_step(tok):
         assert torch.allclose(got[k], want[k], atol=2e-6, rtol=1e-4), k
 
 
-def test_two_process_data_parallel_equals_one_process(tok, tmp_path):
+@pytest.mark.parametrize("tp", [1, 2], ids=["data-parallel-2", "tensor-parallel-2"])
+def test_two_processes_equal_one_process(tok, tmp_path, tp):
+    """2 gloo processes as 2 data-parallel replicas (each on half of every batch) or as one model split over 2
+    tensor-parallel ranks: the same losses and final weights as one process on the whole batch."""
     model = _model(tok)
     save_distributed(model, tmp_path / "init")
     reference = _model(tok, seed=99)  # different init, overwritten by the saved weights
     reference.load_state_dict(model.state_dict())
-    expected = plain_steps(reference, [split_batch(b, 2) for b in make_batches(reference.tokenizer)], OPTIM)
-    mp.start_processes(run_data_parallel, args=(2, str(tmp_path / "rdv"), str(tmp_path), str(tok)), nprocs=2,
+    dp = 2 // tp
+    expected = plain_steps(reference, [split_batch(b, dp) for b in make_batches(reference.tokenizer)], OPTIM)
+    mp.start_processes(run_parallel, args=(2, str(tmp_path / "rdv"), str(tmp_path), str(tok), tp), nprocs=2,
                        start_method="spawn")
-    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
-    # batch-norm running statistics are not synchronised by data parallelism (each rank has its own half)
-    want = {k: v for k, v in _state(reference).items() if not k.endswith(_BN_STATS)}
-    for got in ranks:
-        assert got["losses"] == pytest.approx(expected, rel=1e-5)
-        assert {k for k in got["state"] if not k.endswith(_BN_STATS)} == want.keys()
-        for k, v in want.items():
-            assert torch.allclose(got["state"][k], v, atol=2e-6, rtol=1e-4), k
+    for r in range(2):
+        assert torch.load(tmp_path / f"rank{r}.pt", weights_only=True)["losses"] == pytest.approx(expected, rel=1e-5)
+    final = _model(tok, seed=7)
+    load_distributed(final, tmp_path / "final")  # written at TP=tp, read at TP=1
+    got, want = _state(final), _state(reference)
+    assert got.keys() == want.keys()
+    for k, v in want.items():
+        assert torch.allclose(got[k], v, atol=2e-6, rtol=1e-4), k
