@@ -78,6 +78,9 @@ class SaladModel(ModelPT):
         cfg = OmegaConf.create(cfg) if isinstance(cfg, dict) else cfg
         check_targets(cfg, source="SaladModel config")
         super().__init__(cfg=cfg, trainer=trainer)
+        from nemo_salad.parts.nemo_io import SafeSaveRestoreConnector
+
+        self._save_restore_connector = SafeSaveRestoreConnector()  # also saves a tensor-parallel model
         self._load_pretrained = not self._is_model_being_restored()
         self.teacher_mode = str(cfg.get("teacher", {}).get("mode", "copy"))
         if self.teacher_mode not in _TEACHER_MODES:

@@ -3,7 +3,7 @@ DDP, distributed optimizer, bf16 ``Float16Module``, validation, megatron distrib
 ``.nemo`` export — everything the GPU path runs, with :func:`tests.helpers.megatron_step.cuda_standins` for the
 few places that allocate on CUDA.
 
-    python -m tests.helpers.megatron_fit CORPUS EXP_DIR MAX_STEPS [--resume]
+    python -m tests.helpers.megatron_fit CORPUS EXP_DIR MAX_STEPS [--resume] [--devices N --tp T]
 
 Prints ``EXPORTED <path>`` at the end.
 """
@@ -21,6 +21,8 @@ def main() -> None:
     parser.add_argument("exp_dir", type=Path)
     parser.add_argument("max_steps", type=int)
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--devices", type=int, default=1, help="processes (Lightning launches the others)")
+    parser.add_argument("--tp", type=int, default=1, help="tensor-parallel size")
     args = parser.parse_args()
     os.environ["OMP_NUM_THREADS"] = "1"
 
@@ -33,10 +35,12 @@ def main() -> None:
     # step and a fresh optimizer state.
     load_optim = "false" if args.resume else "true"
     overrides = tiny_overrides(args.corpus, args.exp_dir, max_steps=args.max_steps) + [
-        "+trainer.strategy=megatron", "trainer.accelerator=cpu", "trainer.devices=1", "trainer.precision=bf16-mixed",
-        "trainer.val_check_interval=3", "model.optim.lora_lr=null",
-        f"+megatron={{ckpt_async_save: false, overlap_grad_reduce: true, ckpt_load_optimizer: {load_optim}}}",
-        f"exp_manager.disable_validation_on_resume={str(args.resume).lower()}"]
+        "+trainer.strategy=megatron", "trainer.accelerator=cpu", f"trainer.devices={args.devices}",
+        "trainer.precision=bf16-mixed", "trainer.val_check_interval=3", "model.optim.lora_lr=null",
+        f"+megatron={{tensor_model_parallel_size: {args.tp}, ckpt_async_save: false, overlap_grad_reduce: true, "
+        f"ckpt_load_optimizer: {load_optim}}}",
+        f"exp_manager.disable_validation_on_resume={str(args.resume).lower()}",
+        f"model.adapter.num_query_groups={max(args.tp, 1)}"]  # heads and query groups split over the TP ranks
     with cuda_standins():
         exported = train(compose(overrides))
     print(f"EXPORTED {exported}")

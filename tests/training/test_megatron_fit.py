@@ -35,6 +35,20 @@ def _gap(log: str) -> dict[int, float]:
     return {int(s): float(m) for s, m in re.findall(r"\[gap\] step (\d+):.*misalignment M ([0-9.]+)", log)}
 
 
+def _assert_nemo_holds_checkpoint(nemo: Path, checkpoint: Path, tokenizer_dir: Path) -> None:
+    """The ``.nemo`` restores in this (one-process) run and holds the weights of the megatron checkpoint."""
+    exported = SaladModel.restore_from(str(nemo), map_location="cpu")
+    cfg = OmegaConf.to_container(exported.cfg, resolve=True)
+    cfg["tokenizer"] = {"dir": str(tokenizer_dir)}
+    from_ckpt = SaladModel(cfg)  # same architecture, its own random initialisation
+    assert any(not torch.equal(a, b) for a, b in zip(exported.state_dict().values(),
+                                                      from_ckpt.state_dict().values()))
+    load_distributed(from_ckpt, checkpoint)  # the megatron checkpoint NeMo's strategy wrote (weights only)
+    for (key, a), b in zip(exported.state_dict().items(), from_ckpt.state_dict().values()):
+        if isinstance(a, torch.Tensor):
+            assert torch.equal(a, b.to(a.dtype)), key
+
+
 def test_stage1_fits_checkpoints_resumes_and_exports_under_megatron_strategy(tone_corpus, tmp_path):
     exp = tmp_path / "exp"
     log = _fit(tone_corpus, exp, 6)
@@ -47,19 +61,25 @@ def test_stage1_fits_checkpoints_resumes_and_exports_under_megatron_strategy(ton
     nemo = Path(re.search(r"EXPORTED (\S+)", log).group(1))
     assert nemo.suffix == ".nemo" and nemo.is_file()
 
-    exported = SaladModel.restore_from(str(nemo), map_location="cpu")
-    cfg = OmegaConf.to_container(exported.cfg, resolve=True)
-    cfg["tokenizer"] = {"dir": str(tone_corpus / "tok")}
-    from_ckpt = SaladModel(cfg)  # same architecture, its own random initialisation
-    assert any(not torch.equal(a, b) for a, b in zip(exported.state_dict().values(),
-                                                      from_ckpt.state_dict().values()))
-    load_distributed(from_ckpt, last[0])  # the megatron checkpoint NeMo's strategy wrote (weights only)
-    for (key, a), b in zip(exported.state_dict().items(), from_ckpt.state_dict().values()):
-        if isinstance(a, torch.Tensor):
-            assert torch.equal(a, b.to(a.dtype)), key
+    _assert_nemo_holds_checkpoint(nemo, last[0], tone_corpus / "tok")
 
     log = _fit(tone_corpus, exp, 9, "--resume")
     assert "resuming the training stream after 6 consumed batches" in log
     assert "Restored all states from the checkpoint" in log
     assert max(_gap(log)) == 9
     assert sorted(ckpts.glob("*-last")) != last  # a new last checkpoint, at step 9
+
+
+def test_two_process_tensor_parallel_fit_exports_a_nemo_that_restores_in_one_process(tone_corpus, tmp_path):
+    """Lightning launches the second process; student, teacher and adapter are split over 2 tensor-parallel ranks.
+    The .nemo export (each rank writes its shards into the archive's distributed checkpoint) restores at TP=1."""
+    exp = tmp_path / "exp"
+    log = _fit(tone_corpus, exp, 6, "--devices", "2", "--tp", "2")
+    assert "All tensor model parallel group ranks: [[0, 1]]" in log
+    gap = _gap(log)
+    assert sorted(gap) == [0, 3, 6] and gap[6] < gap[0]
+    ckpts = exp / "salad_stage1" / "checkpoints"
+    nemo = Path(re.search(r"EXPORTED (\S+)", log).group(1))
+    (last,) = ckpts.glob("*-last")
+    _assert_nemo_holds_checkpoint(nemo, last, tone_corpus / "tok")
+    assert not list(ckpts.glob(".*"))  # the export's staging folder is gone
