@@ -95,8 +95,8 @@ class SafeSaveRestoreConnector(SaveRestoreConnector):
 
         with tempfile.TemporaryDirectory() as tmpdir:
             self._unpack_nemo_file(path2file=str(restore_path), out_folder=tmpdir)
-            conf = override_config_path if override_config_path is not None else \
-                OmegaConf.load(Path(tmpdir) / self.model_config_yaml)
+            conf = override_config_path if override_config_path is not None else Path(tmpdir) / self.model_config_yaml
+            conf = OmegaConf.load(conf) if isinstance(conf, str | Path) else conf
             conf = conf.model if "model" in conf else conf
             check_targets(conf, source=str(restore_path))
             calling_cls._set_model_restore_state(is_being_restored=True, folder=tmpdir)

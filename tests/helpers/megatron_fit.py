@@ -3,7 +3,8 @@ DDP, distributed optimizer, bf16 ``Float16Module``, validation, megatron distrib
 ``.nemo`` export — everything the GPU path runs, with :func:`tests.helpers.megatron_step.cuda_standins` for the
 few places that allocate on CUDA.
 
-    python -m tests.helpers.megatron_fit CORPUS EXP_DIR MAX_STEPS [--resume] [--devices N --tp T]
+    python -m tests.helpers.megatron_fit CORPUS EXP_DIR MAX_STEPS [--resume] [--devices N --tp T] [--config stage2]
+        [-- HYDRA_OVERRIDES...]
 
 Prints ``EXPORTED <path>`` at the end.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 
@@ -23,7 +25,10 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--devices", type=int, default=1, help="processes (Lightning launches the others)")
     parser.add_argument("--tp", type=int, default=1, help="tensor-parallel size")
-    args = parser.parse_args()
+    parser.add_argument("--config", default="stage1", help="the shipped config (stage1, stage2)")
+    argv = sys.argv[1:]
+    extra = argv[argv.index("--") + 1:] if "--" in argv else []  # more Hydra overrides
+    args = parser.parse_args(argv[: len(argv) - len(extra) - (1 if extra else 0)])
     os.environ["OMP_NUM_THREADS"] = "1"
 
     from nemo_salad.recipes.train import train
@@ -42,7 +47,7 @@ def main() -> None:
         f"exp_manager.disable_validation_on_resume={str(args.resume).lower()}",
         f"model.adapter.num_query_groups={max(args.tp, 1)}"]  # heads and query groups split over the TP ranks
     with cuda_standins():
-        exported = train(compose(overrides))
+        exported = train(compose(overrides + extra, name=args.config))
     print(f"EXPORTED {exported}")
 
 

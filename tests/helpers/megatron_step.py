@@ -1,12 +1,14 @@
 """Drive SaladModel through the pieces of NeMo-2's MegatronStrategy training step on CPU.
 
-What runs is NeMo's and megatron-core's own code, as the strategy wires it: ``MegatronParallel`` around the model,
-the mixed-precision plugin's ``Float16Module`` conversion, megatron ``DistributedDataParallel`` (contiguous gradient
-buffers), megatron's distributed optimizer from ``MegatronOptimizerModule.optimizers``, ``finalize_model_grads``, and
-megatron's no-pipelining schedule calling the model's ``data_step`` / ``training_step`` / ``training_loss_reduction``.
-Only ``trainer.fit`` itself needs CUDA (streams); those pieces allocate a handful of tensors with ``device="cuda"``
-and check ``tensor.type()`` against CUDA type names. :func:`cuda_standins` maps exactly that to the CPU for the
-duration of a test: it changes where tensors live, not what is computed.
+What runs is NeMo's and megatron-core's own code, as the strategy wires it (:mod:`nemo_salad.recipes.megatron_loop`):
+``MegatronParallel`` around the model, the mixed-precision plugin's ``Float16Module`` conversion, megatron
+``DistributedDataParallel`` (contiguous gradient buffers), megatron's distributed optimizer from
+``MegatronOptimizerModule.optimizers``, ``finalize_model_grads``, and megatron's no-pipelining schedule calling the
+model's ``data_step`` / ``training_step`` / ``training_loss_reduction``. These pieces, and ``trainer.fit`` under
+``MegatronStrategy`` around them, assume CUDA in a few places: they allocate a handful of tensors with
+``device="cuda"``, create CUDA streams, move loaded tensors between CUDA devices and check ``tensor.type()`` against
+CUDA type names. :func:`cuda_standins` maps exactly that to the CPU for the duration of a test: it changes where
+tensors live, not what is computed.
 
 ``plain_steps`` is the reference: the same model trained by the plain path (fp32, ``torch.optim.AdamW`` over
 ``param_groups``, the WSD schedule), one optimizer step per batch.

@@ -1,9 +1,11 @@
-"""Stage I under NeMo-2's MegatronStrategy, end to end on CPU: ``trainer.fit`` through megatron's DDP, distributed
-optimizer and bf16 ``Float16Module`` (the GPU path's code, with CUDA allocations mapped to the CPU), validation with
-the gap report, megatron distributed checkpoints, resume from them, and a ``.nemo`` holding the trained weights."""
+"""Stage I and II under NeMo-2's MegatronStrategy, end to end on CPU: ``trainer.fit`` through megatron's DDP,
+distributed optimizer and bf16 ``Float16Module`` (the GPU path's code, with CUDA allocations mapped to the CPU),
+validation with the gap report, megatron distributed checkpoints, resume from them, a ``.nemo`` holding the trained
+weights, and Stage II from the pre-decay megatron checkpoint with a selection round."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -49,7 +51,8 @@ def _assert_nemo_holds_checkpoint(nemo: Path, checkpoint: Path, tokenizer_dir: P
             assert torch.equal(a, b.to(a.dtype)), key
 
 
-def test_stage1_fits_checkpoints_resumes_and_exports_under_megatron_strategy(tone_corpus, tmp_path):
+def test_stage1_fits_checkpoints_resumes_and_exports_then_stage2_selects_under_megatron_strategy(tone_corpus,
+                                                                                                 tmp_path):
     exp = tmp_path / "exp"
     log = _fit(tone_corpus, exp, 6)
     assert "MegatronStrategy" in log or "megatron" in log.lower()
@@ -68,6 +71,21 @@ def test_stage1_fits_checkpoints_resumes_and_exports_under_megatron_strategy(ton
     assert "Restored all states from the checkpoint" in log
     assert max(_gap(log)) == 9
     assert sorted(ckpts.glob("*-last")) != last  # a new last checkpoint, at step 9
+
+    # Stage II from the pre-decay megatron checkpoint, with a selection round at its start
+    pre_decay = ckpts / "salad_stage1-pre-decay"
+    assert is_distributed_checkpoint(pre_decay)
+    texts = [json.loads(line)["text"] for line in (tone_corpus / "replay.jsonl").read_text().splitlines()[:60]]
+    corpus = tmp_path / "web.jsonl"
+    corpus.write_text("".join(json.dumps({"id": f"w{i}", "text": t}) + "\n" for i, t in enumerate(texts)))
+    log = _fit(tone_corpus, exp, 4, "--config", "stage2", "--", f"init_from={pre_decay}",
+               "active_selection.tts={name: sine}", f"active_selection.corpus.jsonl={corpus}",
+               "active_selection.corpus.min_words=4", "active_selection.corpus.limit=null",
+               "+active_selection.selection.embed={encoder: hashing}", "active_selection.selection.cluster={k: 3}",
+               "active_selection.selection.probe_size=2", "active_selection.selection.budget=0.004")
+    report = json.loads(next((exp / "selection").rglob("report.json")).read_text())
+    assert len(report["clusters"]) == 3 and sum(c["drawn"] for c in report["clusters"]) >= 1
+    assert "`max_steps=4` reached" in log and (exp / "salad_stage2" / "checkpoints").is_dir()
 
 
 def test_two_process_tensor_parallel_fit_exports_a_nemo_that_restores_in_one_process(tone_corpus, tmp_path):
