@@ -48,7 +48,10 @@ def main() -> None:
         f"model.adapter.num_query_groups={max(args.tp, 1)}"]  # heads and query groups split over the TP ranks
     with cuda_standins():
         exported = train(compose(overrides + extra, name=args.config))
-    print(f"EXPORTED {exported}")
+    import torch.distributed as dist
+
+    if not dist.is_initialized() or dist.get_rank() == 0:  # one line, not one per process
+        print(f"EXPORTED {exported}", flush=True)
 
 
 if __name__ == "__main__":

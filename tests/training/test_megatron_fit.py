@@ -61,7 +61,7 @@ def test_stage1_fits_checkpoints_resumes_and_exports_then_stage2_selects_under_m
     ckpts = exp / "salad_stage1" / "checkpoints"
     last = sorted(ckpts.glob("*-last"))
     assert len(last) == 1 and is_distributed_checkpoint(last[0] / "weights"), sorted(p.name for p in ckpts.iterdir())
-    nemo = Path(re.search(r"EXPORTED (\S+)", log).group(1))
+    nemo = Path(re.search(r"EXPORTED (\S+?\.nemo)", log).group(1))
     assert nemo.suffix == ".nemo" and nemo.is_file()
 
     _assert_nemo_holds_checkpoint(nemo, last[0], tone_corpus / "tok")
@@ -97,7 +97,7 @@ def test_two_process_tensor_parallel_fit_exports_a_nemo_that_restores_in_one_pro
     gap = _gap(log)
     assert sorted(gap) == [0, 3, 6] and gap[6] < gap[0]
     ckpts = exp / "salad_stage1" / "checkpoints"
-    nemo = Path(re.search(r"EXPORTED (\S+)", log).group(1))
+    nemo = Path(re.search(r"EXPORTED (\S+?\.nemo)", log).group(1))
     (last,) = ckpts.glob("*-last")
     _assert_nemo_holds_checkpoint(nemo, last, tone_corpus / "tok")
     assert not list(ckpts.glob(".*"))  # the export's staging folder is gone
