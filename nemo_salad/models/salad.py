@@ -286,6 +286,11 @@ class SaladModel(ModelPT):
         feats, lens = self.encoder(audio, audio_lens)
         return self.adapter(feats, lens)
 
+    @staticmethod
+    def _has_speech(batch: dict[str, Any]) -> bool:
+        """True when the batch carries audio clips (a text-replay batch has none)."""
+        return batch.get("audio") is not None and bool(batch["audio"].numel())
+
     def splice_batch(self, batch: dict[str, Any], speech: tuple[Tensor, Tensor] | None = None
                      ) -> SplicedBatch | None:
         """Student embeddings and teacher ids for a batch; ``speech`` overrides :meth:`perceive` (test hook).
@@ -296,7 +301,7 @@ class SaladModel(ModelPT):
         Raises:
             BadSampleError: with ``on_bad_sample=error``, naming the sample.
         """
-        if speech is None and batch.get("audio") is not None and batch["audio"].numel():
+        if speech is None and self._has_speech(batch):
             speech = self.perceive(batch["audio"], batch["audio_lens"])
         frames, lens = speech if speech is not None else (None, None)
         segments = list(batch["segments"])
@@ -391,7 +396,7 @@ class SaladModel(ModelPT):
         self.log_dict({"train/loss": out.loss.detach(), "train/kd": out.kd, "train/nll": out.nll,
                        "train/tokens": float(out.num_tokens)}, prog_bar=False, batch_size=n)
         self.log("loss", out.loss.detach(), prog_bar=True, logger=False, batch_size=n)
-        if batch_idx is None and not (batch.get("audio") is not None and batch["audio"].numel()):
+        if batch_idx is None and not self._has_speech(batch):
             # text replay: the speech path gets exact-zero gradients rather than none (megatron's overlapped
             # gradient reduction waits for a gradient of every parameter of a bucket)
             return out.loss + self._zero_touching(self.encoder, self.adapter)

@@ -36,8 +36,8 @@ def _has_dist_weights(path: str | Path) -> bool:
     path = Path(path)
     if path.is_dir():
         return (path / DIST_WEIGHTS).is_dir()
-    with tarfile.open(path, "r:*") as tar:
-        return any(Path(m.name).parts[-2:] == (DIST_WEIGHTS, "metadata.json") for m in tar.getmembers())
+    with tarfile.open(path, "r:*") as tar:  # stops at the first match instead of indexing the whole archive
+        return any(Path(m.name).parts[-2:] == (DIST_WEIGHTS, "metadata.json") for m in tar)
 
 __all__ = ["DIST_WEIGHTS", "SafeSaveRestoreConnector", "safe_restore_from"]
 
