@@ -179,6 +179,7 @@ def megatron_optimizer(optim: dict[str, Any], max_steps: int, bf16: bool = True,
     from nemo.lightning.pytorch.optim import LRSchedulerModule, MegatronOptimizerModule
 
     from nemo_salad.parts.optim import part_learning_rates, wsd_schedule
+    from nemo_salad.parts.torch_adam_state import checkpointable_torch_adam
 
     lrs = part_learning_rates(optim)
     adapter_lr, llm_lr = lrs["adapter"], lrs["llm"]
@@ -200,5 +201,15 @@ def megatron_optimizer(optim: dict[str, Any], max_steps: int, bf16: bool = True,
             sched = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}
 
+    class _Optimizer(MegatronOptimizerModule):
+        """Megatron's optimizer; over torch's Adam (no TE/apex) made checkpointable before its first step and
+        resumable exactly (:mod:`nemo_salad.parts.torch_adam_state`)."""
+
+        def optimizers(self, model: Any) -> list[Any]:
+            optimizers = super().optimizers(model)
+            for optimizer in optimizers:
+                checkpointable_torch_adam(optimizer.mcore_optimizer)
+            return optimizers
+
     lr_mult = adapter_lr / llm_lr if llm_lr > 0 else 1.0
-    return MegatronOptimizerModule(config=config, lr_scheduler=_WSD(), scale_lr_cond=non_llm_param, lr_mult=lr_mult)
+    return _Optimizer(config=config, lr_scheduler=_WSD(), scale_lr_cond=non_llm_param, lr_mult=lr_mult)

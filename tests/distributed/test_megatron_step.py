@@ -123,3 +123,62 @@ def test_two_processes_equal_one_process(tok, tmp_path, tp):
     assert got.keys() == want.keys()
     for k, v in want.items():
         assert torch.allclose(got[k], v, atol=2e-6, rtol=1e-4), k
+
+
+def _optimizer_checkpoint(loop, directory, load: bool = False) -> None:
+    """Save (or load into) ``loop``'s optimizer as MegatronStrategy does: a megatron distributed checkpoint of the
+    distributed optimizer's fully reshardable sharded state dict, loaded through the optimizer's ``load_state_dict``."""
+    from megatron.core import dist_checkpointing
+    from nemo.lightning._strategy_lib import optimizer_sharded_state_dict
+
+    from nemo_salad.llm.cpu import cpu_dist_checkpointing
+
+    metadata = {"singleton_local_shards": False, "chained_optim_avoid_prefix": True,
+                "distrib_optim_sharding_type": "fully_reshardable"}
+    sharded = optimizer_sharded_state_dict(loop.parallel, loop.optimizer, is_loading=load, metadata=metadata)
+    with cpu_dist_checkpointing():
+        if load:
+            loop.optimizer.load_state_dict(dist_checkpointing.load({"optimizer": sharded}, str(directory))["optimizer"])
+        else:
+            directory.mkdir()
+            dist_checkpointing.save({"optimizer": sharded}, str(directory))
+
+
+def _adam_steps(loop) -> list[float]:
+    """The ``step`` of every parameter's Adam state, each tensor once."""
+    states = [s for part in loop.optimizer.mcore_optimizer.chained_optimizers for s in part.optimizer.state.values()]
+    assert len({id(s["step"]) for s in states}) == len(states)  # one step tensor per parameter, none shared
+    return sorted({float(s["step"]) for s in states})
+
+
+def test_megatron_optimizer_saves_before_its_first_step_and_resumes_exactly(tok, tmp_path):
+    """Without TE/apex megatron's distributed optimizer runs torch's AdamW, whose state torch creates lazily: it must
+    still save before the first step, load into a never-stepped optimizer, and then continue exactly as the
+    uninterrupted run (bf16: the fp32 master weights and both Adam moments come back from the checkpoint)."""
+    from nemo_salad.recipes.megatron_loop import train_step, wrap
+
+    model = _model(tok)
+    batches = make_batches(model.tokenizer, steps=4)
+    with cuda_standins():
+        loop = wrap(model, OPTIM, max_steps=100, precision="bf16-mixed")
+        _optimizer_checkpoint(loop, tmp_path / "optim-0")  # before any step
+        for b in batches[:2]:
+            train_step(loop, [b])
+        save_distributed(model, tmp_path / "weights-2")
+        _optimizer_checkpoint(loop, tmp_path / "optim-2")
+        schedule = loop.scheduler.state_dict()
+        expected = [train_step(loop, [b]) for b in batches[2:]]
+
+        resumed = _model(tok, seed=7)
+        load_distributed(resumed, tmp_path / "weights-2")
+        again = wrap(resumed, OPTIM, max_steps=100, precision="bf16-mixed")
+        _optimizer_checkpoint(again, tmp_path / "optim-2", load=True)
+        again.scheduler.load_state_dict(schedule)
+        assert _adam_steps(again) == [2.0]
+        losses = [train_step(again, [b]) for b in batches[2:]]
+    assert losses == expected
+    assert _adam_steps(again) == _adam_steps(loop) == [4.0]
+    got, want = _state(resumed), _state(model)
+    assert got.keys() == want.keys()
+    for k, v in want.items():
+        assert torch.equal(got[k], v), k

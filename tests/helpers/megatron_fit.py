@@ -3,10 +3,11 @@ DDP, distributed optimizer, bf16 ``Float16Module``, validation, megatron distrib
 ``.nemo`` export — everything the GPU path runs, with :func:`tests.helpers.megatron_step.cuda_standins` for the
 few places that allocate on CUDA.
 
-    python -m tests.helpers.megatron_fit CORPUS EXP_DIR MAX_STEPS [--resume] [--devices N --tp T] [--config stage2]
+    python -m tests.helpers.megatron_fit CORPUS EXP_DIR MAX_STEPS [--devices N --tp T] [--config stage2]
         [-- HYDRA_OVERRIDES...]
 
-Prints ``EXPORTED <path>`` at the end.
+Prints ``EXPORTED <path>`` at the end. A second call with the same EXP_DIR resumes from its last checkpoint
+(weights, optimizer, schedule, data position).
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ def main() -> None:
     parser.add_argument("corpus", type=Path)
     parser.add_argument("exp_dir", type=Path)
     parser.add_argument("max_steps", type=int)
-    parser.add_argument("--resume", action="store_true")
     parser.add_argument("--devices", type=int, default=1, help="processes (Lightning launches the others)")
     parser.add_argument("--tp", type=int, default=1, help="tensor-parallel size")
     parser.add_argument("--config", default="stage1", help="the shipped config (stage1, stage2)")
@@ -35,16 +35,10 @@ def main() -> None:
     from tests.helpers.megatron_step import cuda_standins
     from tests.training.conftest import compose, tiny_overrides
 
-    # megatron on CPU falls back to torch's AdamW, whose state megatron can only save after a step and cannot load
-    # into a fresh optimizer (TE's / apex's fused Adam on GPUs can): on resume here, no validation before the first
-    # step and a fresh optimizer state.
-    load_optim = "false" if args.resume else "true"
     overrides = tiny_overrides(args.corpus, args.exp_dir, max_steps=args.max_steps) + [
         "+trainer.strategy=megatron", "trainer.accelerator=cpu", f"trainer.devices={args.devices}",
         "trainer.precision=bf16-mixed", "trainer.val_check_interval=3", "model.optim.lora_lr=null",
-        f"+megatron={{tensor_model_parallel_size: {args.tp}, ckpt_async_save: false, overlap_grad_reduce: true, "
-        f"ckpt_load_optimizer: {load_optim}}}",
-        f"exp_manager.disable_validation_on_resume={str(args.resume).lower()}",
+        f"+megatron={{tensor_model_parallel_size: {args.tp}, ckpt_async_save: false, overlap_grad_reduce: true}}",
         f"model.adapter.num_query_groups={max(args.tp, 1)}"]  # heads and query groups split over the TP ranks
     with cuda_standins():
         exported = train(compose(overrides + extra, name=args.config))

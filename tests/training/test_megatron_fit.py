@@ -66,10 +66,12 @@ def test_stage1_fits_checkpoints_resumes_and_exports_then_stage2_selects_under_m
 
     _assert_nemo_holds_checkpoint(nemo, last[0], tone_corpus / "tok")
 
-    log = _fit(tone_corpus, exp, 9, "--resume")
+    log = _fit(tone_corpus, exp, 9)  # resumes from the step-6 checkpoint
     assert "resuming the training stream after 6 consumed batches" in log
     assert "Restored all states from the checkpoint" in log
-    assert max(_gap(log)) == 9
+    assert "Loading distributed optimizer sharded state" in log  # Adam's moments and fp32 master weights too
+    resumed = _gap(log)
+    assert sorted(resumed) == [6, 9] and resumed[6] == gap[6]  # validated on resume: the step-6 weights
     assert sorted(ckpts.glob("*-last")) != last  # a new last checkpoint, at step 9
 
     # Stage II from the pre-decay megatron checkpoint, with a selection round at its start
