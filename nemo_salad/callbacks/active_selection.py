@@ -3,7 +3,11 @@ speech to the training mixture without restarting the process.
 
 When a round triggers (at train start — e.g. Stage II resuming from the Stage I checkpoint —, at a given step,
 or every N steps), global rank 0 runs :func:`nemo_salad.selection.run_selection_round` with the current model's
-misalignment (model in eval mode, no gradients), all ranks meet at a barrier, and every rank calls
+misalignment (model in eval mode, no gradients). Each probe measurement runs on every rank together (a model split
+over tensor-parallel ranks computes only so; :mod:`nemo_salad.callbacks.shared_measure`), while the rest of the
+round (embedding, clustering, synthesis, files) stays on rank 0 and the other ranks wait, on a gloo group with its
+own timeout (``wait_timeout_s``). The round's directory must be on a filesystem every node sees (as ``exp_dir`` is).
+When the round is done every rank calls
 ``trainer.datamodule.add_training_source(name, cuts, weight)`` — with ``origin={"shar": <dir>}`` when the data
 module accepts it, so that it can rebuild the source itself on resume. Finished rounds are kept in the callback
 state; when the data module takes no origin, resuming from a checkpoint adds their data again (from disk) without
@@ -23,6 +27,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
+from nemo_salad.callbacks.shared_measure import coordination_group, lead_or_follow
 from nemo_salad.data.text_corpus import TextDoc
 from nemo_salad.selection.active import load_selection
 from nemo_salad.selection.artefacts import read_json
@@ -63,6 +68,8 @@ class ActiveSelectionCallback(pl.Callback):
             ``misalignment_after`` to its report. Default: True.
         source_name (str): prefix of the training-source names. Default: "active".
         weight (float): sampling weight of each new source in the mixture. Default: 1.0.
+        wait_timeout_s (float): how long the other ranks wait for rank 0's round (synthesis included) in a
+            multi-process run. Default: 86400 (a day).
 
     >>> cb = ActiveSelectionCallback({"budget": 0.1}, corpus=[], backend={"name": "sine"}, workdir="/tmp/sel",
     ...                              at_step=100)
@@ -86,6 +93,7 @@ class ActiveSelectionCallback(pl.Callback):
         measure_after_fit: bool = True,
         source_name: str = "active",
         weight: float = 1.0,
+        wait_timeout_s: float = 86400.0,
     ) -> None:
         super().__init__()
         self.config = selection if isinstance(selection, SelectionConfig) else SelectionConfig(**selection)
@@ -103,8 +111,11 @@ class ActiveSelectionCallback(pl.Callback):
         self.asr_filter, self.encoder = asr_filter, encoder
         self.at_train_start, self.at_step, self.every_n_steps = at_train_start, at_step, every_n_steps
         self.measure_after_fit, self.source_name, self.weight = measure_after_fit, source_name, float(weight)
+        self.wait_timeout_s = float(wait_timeout_s)
         self.rounds: list[dict[str, Any]] = []
         self._added: set[str] = set()
+        self._group: Any = None
+        self._group_made = False
 
     # ---- state -------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -129,23 +140,25 @@ class ActiveSelectionCallback(pl.Callback):
             self._maybe_run(trainer, pl_module, step)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.measure_after_fit and self.rounds and trainer.is_global_zero:
-            record = self.rounds[-1]
-            measure = self.measure_fn(pl_module)
+        if self.measure_after_fit and self.rounds:
+            record, tag = self.rounds[-1], f"step{trainer.global_step}"
             with _eval_mode(pl_module):
-                add_after_measurement(record["workdir"], measure, tag=f"step{trainer.global_step}")
+                lead_or_follow(lambda measure: add_after_measurement(record["workdir"], measure, tag=tag),
+                               self.measure_fn(pl_module), self._coordination())
 
     # ---- work --------------------------------------------------------------------------------------------
     def _maybe_run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> None:
         if any(r["step"] == step for r in self.rounds):
             return
         workdir = self.workdir / f"round_{step:07d}"
-        if trainer.is_global_zero:
-            config = dataclasses.replace(self.config, measure_tag=f"step{step}")
-            measure = self.measure_fn(pl_module)
-            with _eval_mode(pl_module):
-                run_selection_round(config, self._get_corpus(), measure, self._get_backend(), workdir,
-                                    asr_filter=self.asr_filter, encoder=self.encoder)
+        config = dataclasses.replace(self.config, measure_tag=f"step{step}")
+
+        def round_on_rank_zero(measure: Callable[[Any], float]) -> None:
+            run_selection_round(config, self._get_corpus(), measure, self._get_backend(), workdir,
+                                asr_filter=self.asr_filter, encoder=self.encoder)
+
+        with _eval_mode(pl_module):
+            lead_or_follow(round_on_rank_zero, self.measure_fn(pl_module), self._coordination())
         trainer.strategy.barrier("active_selection_round")
         record = {"step": int(step), "workdir": str(workdir), "name": f"{self.source_name}_step{step}",
                   "weight": self.weight}
@@ -172,6 +185,12 @@ class ActiveSelectionCallback(pl.Callback):
         self._added.add(record["name"])
         log.info("added training source %r (%d items) from %s", record["name"], report["summary"]["selected_items"],
                  record["workdir"])
+
+    def _coordination(self) -> Any:
+        """The gloo group rank 0 leads the others on (None in one process); made on first use, on every rank."""
+        if not self._group_made:
+            self._group, self._group_made = coordination_group(self.wait_timeout_s), True
+        return self._group
 
     def _get_corpus(self) -> Sequence[TextDoc]:
         if callable(self._corpus):

@@ -38,7 +38,9 @@ def measure_gap(model: Any, cuts: CutSet, layout: LayoutConfig | None = None, ba
     model.eval()
     dataset = SaladDataset(model.tokenizer, layout or LayoutConfig(), min_samples=model.min_audio_samples, seed=seed)
     stats, used, skipped = GapStats(), 0, {}
-    for cut_batch in SimpleCutSampler(cuts, max_duration=batch_duration, shuffle=False):
+    # every cut, in this process: lhotse's samplers would otherwise keep only this rank's share under torch.distributed
+    sampler = SimpleCutSampler(cuts, max_duration=batch_duration, shuffle=False, world_size=1, rank=0)
+    for cut_batch in sampler:
         batch = dataset[cut_batch]
         skipped.update(dict(batch["skipped"]))
         if not batch["segments"]:

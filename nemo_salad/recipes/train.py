@@ -74,7 +74,8 @@ def active_selection_callback(sel: DictConfig) -> ActiveSelectionCallback:
                                    at_train_start=bool(sel.get("at_train_start", True)),
                                    at_step=sel.get("at_step"), every_n_steps=sel.get("every_n_steps"),
                                    measure_after_fit=bool(sel.get("measure_after_fit", True)),
-                                   weight=float(sel.get("weight", 1.0)))
+                                   weight=float(sel.get("weight", 1.0)),
+                                   wait_timeout_s=float(sel.get("wait_timeout_s", 86400.0)))
 
 
 def train(cfg: DictConfig) -> Path | None:

@@ -51,8 +51,7 @@ def _assert_nemo_holds_checkpoint(nemo: Path, checkpoint: Path, tokenizer_dir: P
             assert torch.equal(a, b.to(a.dtype)), key
 
 
-def test_stage1_fits_checkpoints_resumes_and_exports_then_stage2_selects_under_megatron_strategy(tone_corpus,
-                                                                                                 tmp_path):
+def test_stage1_fits_checkpoints_resumes_and_exports_under_megatron_strategy(tone_corpus, tmp_path):
     exp = tmp_path / "exp"
     log = _fit(tone_corpus, exp, 6)
     assert "MegatronStrategy" in log or "megatron" in log.lower()
@@ -74,25 +73,27 @@ def test_stage1_fits_checkpoints_resumes_and_exports_then_stage2_selects_under_m
     assert sorted(resumed) == [6, 9] and resumed[6] == gap[6]  # validated on resume: the step-6 weights
     assert sorted(ckpts.glob("*-last")) != last  # a new last checkpoint, at step 9
 
-    # Stage II from the pre-decay megatron checkpoint, with a selection round at its start
-    pre_decay = ckpts / "salad_stage1-pre-decay"
-    assert is_distributed_checkpoint(pre_decay)
-    texts = [json.loads(line)["text"] for line in (tone_corpus / "replay.jsonl").read_text().splitlines()[:60]]
-    corpus = tmp_path / "web.jsonl"
-    corpus.write_text("".join(json.dumps({"id": f"w{i}", "text": t}) + "\n" for i, t in enumerate(texts)))
-    log = _fit(tone_corpus, exp, 4, "--config", "stage2", "--", f"init_from={pre_decay}",
-               "active_selection.tts={name: sine}", f"active_selection.corpus.jsonl={corpus}",
-               "active_selection.corpus.min_words=4", "active_selection.corpus.limit=null",
-               "+active_selection.selection.embed={encoder: hashing}", "active_selection.selection.cluster={k: 3}",
-               "active_selection.selection.probe_size=2", "active_selection.selection.budget=0.004")
-    report = json.loads(next((exp / "selection").rglob("report.json")).read_text())
-    assert len(report["clusters"]) == 3 and sum(c["drawn"] for c in report["clusters"]) >= 1
-    assert "`max_steps=4` reached" in log and (exp / "salad_stage2" / "checkpoints").is_dir()
+
+def _measured_alone(nemo: Path, checkpoint: Path, tokenizer_dir: Path, probes: Path) -> dict[int, float]:
+    """M(c) of each probe set of a selection round, measured in this one process (TP=1) with ``checkpoint``'s
+    weights."""
+    from nemo_salad.metrics import misalignment_fn
+    from nemo_salad.synthesis import load_synthesized
+
+    cfg = OmegaConf.to_container(SaladModel.restore_from(str(nemo), map_location="cpu").cfg, resolve=True)
+    cfg["tokenizer"] = {"dir": str(tokenizer_dir)}
+    model = SaladModel(cfg)
+    load_distributed(model, checkpoint)
+    measure = misalignment_fn(model)
+    return {int(d.name[1:]): measure(load_synthesized(d)) for d in sorted(probes.glob("c*"))}
 
 
-def test_two_process_tensor_parallel_fit_exports_a_nemo_that_restores_in_one_process(tone_corpus, tmp_path):
+def test_two_process_tensor_parallel_fit_exports_a_nemo_that_restores_in_one_process_then_stage2_selects(
+        tone_corpus, tmp_path):
     """Lightning launches the second process; student, teacher and adapter are split over 2 tensor-parallel ranks.
-    The .nemo export (each rank writes its shards into the archive's distributed checkpoint) restores at TP=1."""
+    The .nemo export (each rank writes its shards into the archive's distributed checkpoint) restores at TP=1. Then
+    Stage II from the pre-decay megatron checkpoint at TP=2, with a selection round at its start: rank 0 runs the
+    round, and both ranks run each probe measurement of the split model together."""
     exp = tmp_path / "exp"
     log = _fit(tone_corpus, exp, 6, "--devices", "2", "--tp", "2")
     assert "All tensor model parallel group ranks: [[0, 1]]" in log
@@ -103,3 +104,22 @@ def test_two_process_tensor_parallel_fit_exports_a_nemo_that_restores_in_one_pro
     (last,) = ckpts.glob("*-last")
     _assert_nemo_holds_checkpoint(nemo, last, tone_corpus / "tok")
     assert not list(ckpts.glob(".*"))  # the export's staging folder is gone
+
+    # Stage II from the pre-decay megatron checkpoint, with a selection round at its start
+    pre_decay = ckpts / "salad_stage1-pre-decay"
+    assert is_distributed_checkpoint(pre_decay)
+    texts = [json.loads(line)["text"] for line in (tone_corpus / "replay.jsonl").read_text().splitlines()[:60]]
+    corpus = tmp_path / "web.jsonl"
+    corpus.write_text("".join(json.dumps({"id": f"w{i}", "text": t}) + "\n" for i, t in enumerate(texts)))
+    log = _fit(tone_corpus, exp, 4, "--devices", "2", "--tp", "2", "--config", "stage2", "--",
+               f"init_from={pre_decay}",
+               "active_selection.tts={name: sine}", f"active_selection.corpus.jsonl={corpus}",
+               "active_selection.corpus.min_words=4", "active_selection.corpus.limit=null",
+               "+active_selection.selection.embed={encoder: hashing}", "active_selection.selection.cluster={k: 3}",
+               "active_selection.selection.probe_size=2", "active_selection.selection.budget=0.004")
+    report = json.loads(next((exp / "selection").glob("round_*/report.json")).read_text())
+    assert len(report["clusters"]) == 3 and sum(c["drawn"] for c in report["clusters"]) >= 1
+    assert "`max_steps=4` reached" in log and (exp / "salad_stage2" / "checkpoints").is_dir()
+    # M(c) measured by the TP=2 run (bf16) = the same weights measured in one process (fp32), every probe counted
+    alone = _measured_alone(nemo, pre_decay, tone_corpus / "tok", next((exp / "selection").glob("round_*/probes")))
+    assert {c["cluster"]: c["misalignment"] for c in report["clusters"]} == pytest.approx(alone, rel=0.02)
