@@ -61,7 +61,9 @@ class ActiveSelectionCallback(pl.Callback):
             measure for the current model. Default: ``nemo_salad.metrics.misalignment_fn``.
         asr_filter (CERFilter | None): CER filter for synthesized speech. Default: None.
         encoder (TextEncoder | None): sentence encoder overriding ``selection.embed``. Default: None.
-        at_train_start (bool): run a round when training starts (after checkpoint restore). Default: False.
+        at_train_start (bool): run a round when training starts (after checkpoint restore), unless the restored
+            state already holds the round of an earlier start (a restarted Stage II keeps its one round).
+            Default: False.
         at_step (int | None): run a round when ``global_step`` reaches this value. Default: None.
         every_n_steps (int | None): run a round every N optimizer steps. Default: None.
         measure_after_fit (bool): at the end of fit, measure the last round's probes again and add
@@ -130,8 +132,8 @@ class ActiveSelectionCallback(pl.Callback):
             for record in self.rounds:  # restored from a checkpoint: add their data again, from disk
                 self._add_source(trainer, record)
         # else the data module rebuilds the sources itself from the origin given when they were added
-        if self.at_train_start:
-            self._maybe_run(trainer, pl_module, trainer.global_step)
+        if self.at_train_start and not any(r.get("trigger") == "train_start" for r in self.rounds):
+            self._maybe_run(trainer, pl_module, trainer.global_step, trigger="train_start")
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
@@ -147,7 +149,8 @@ class ActiveSelectionCallback(pl.Callback):
                                self.measure_fn(pl_module), self._coordination())
 
     # ---- work --------------------------------------------------------------------------------------------
-    def _maybe_run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> None:
+    def _maybe_run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int, trigger: str = "step"
+                   ) -> None:
         if any(r["step"] == step for r in self.rounds):
             return
         workdir = self.workdir / f"round_{step:07d}"
@@ -161,7 +164,7 @@ class ActiveSelectionCallback(pl.Callback):
             lead_or_follow(round_on_rank_zero, self.measure_fn(pl_module), self._coordination())
         trainer.strategy.barrier("active_selection_round")
         record = {"step": int(step), "workdir": str(workdir), "name": f"{self.source_name}_step{step}",
-                  "weight": self.weight}
+                  "weight": self.weight, "trigger": trigger}
         self.rounds.append(record)
         self._add_source(trainer, record)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from nemo.utils import logging
 
 from nemo_salad.models.dist_checkpoint import is_distributed_checkpoint, load_distributed
@@ -13,7 +15,12 @@ __all__ = ["load_weights"]
 
 def load_weights(model: SaladModel, path: str) -> None:
     """Initialise from another run's weights (a Lightning ``.ckpt``, a ``.nemo`` or a megatron distributed
-    checkpoint directory, which loads at any tensor-parallel size), not its optimizer state."""
+    checkpoint directory, which loads at any tensor-parallel size), not its optimizer state.
+
+    A ``<name>.ckpt`` that a ``MegatronStrategy`` run saved is the folder ``<name>`` (NeMo's checkpoint IO drops the
+    suffix), so one ``init_from`` works after either strategy."""
+    if path.endswith(".ckpt") and not os.path.exists(path) and is_distributed_checkpoint(path[: -len(".ckpt")]):
+        path = path[: -len(".ckpt")]
     if is_distributed_checkpoint(path):
         load_distributed(model, path)
         logging.info(f"initialised weights from the distributed checkpoint {path}")

@@ -152,3 +152,25 @@ def test_callback_refuses_a_datamodule_without_the_hook(callback_args):
     callback = ActiveSelectionCallback(**callback_args, measure_fn=ModelMeasure(), at_train_start=True)
     with pytest.raises(TypeError, match="add_training_source"):
         _trainer(1, callback).fit(TinyModule(), datamodule=Plain())
+
+
+def test_a_restarted_run_keeps_its_train_start_round(callback_args, tmp_path):
+    """Stage II preempted and restarted from its own checkpoint: the train-start round is restored (its data
+    re-added from disk), not run again at the restart's step."""
+    measure_fn = ModelMeasure()
+    callback = ActiveSelectionCallback(**callback_args, measure_fn=measure_fn, at_train_start=True,
+                                       measure_after_fit=False)
+    trainer = _trainer(2, callback)
+    trainer.fit(TinyModule(), datamodule=RecordingDataModule())
+    trainer.save_checkpoint(tmp_path / "step2.ckpt")
+    calls = len(measure_fn.modes)
+    assert calls and [r["step"] for r in callback.rounds] == [0]
+
+    resumed = ActiveSelectionCallback(**callback_args, measure_fn=measure_fn, at_train_start=True,
+                                      measure_after_fit=False)
+    data = RecordingDataModule()
+    restarted = _trainer(4, resumed)
+    restarted.fit(TinyModule(), datamodule=data, ckpt_path=tmp_path / "step2.ckpt")
+    assert restarted.global_step == 4 and [r["step"] for r in resumed.rounds] == [0]
+    assert [name for name, _, _ in data.added] == ["active_step0"] and len(measure_fn.modes) == calls
+    assert not (tmp_path / "round_0000002").exists()

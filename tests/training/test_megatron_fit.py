@@ -111,12 +111,13 @@ def test_two_process_tensor_parallel_fit_exports_a_nemo_that_restores_in_one_pro
     texts = [json.loads(line)["text"] for line in (tone_corpus / "replay.jsonl").read_text().splitlines()[:60]]
     corpus = tmp_path / "web.jsonl"
     corpus.write_text("".join(json.dumps({"id": f"w{i}", "text": t}) + "\n" for i, t in enumerate(texts)))
+    # stage2's own init_from (<exp_dir>/salad_stage1/checkpoints/salad_stage1-pre-decay.ckpt) finds the folder
     log = _fit(tone_corpus, exp, 4, "--devices", "2", "--tp", "2", "--config", "stage2", "--",
-               f"init_from={pre_decay}",
                "active_selection.tts={name: sine}", f"active_selection.corpus.jsonl={corpus}",
                "active_selection.corpus.min_words=4", "active_selection.corpus.limit=null",
                "+active_selection.selection.embed={encoder: hashing}", "active_selection.selection.cluster={k: 3}",
                "active_selection.selection.probe_size=2", "active_selection.selection.budget=0.004")
+    assert re.search(r"initialised weights from the distributed checkpoint \S+salad_stage1-pre-decay\n", log)
     report = json.loads(next((exp / "selection").glob("round_*/report.json")).read_text())
     assert len(report["clusters"]) == 3 and sum(c["drawn"] for c in report["clusters"]) >= 1
     assert "`max_steps=4` reached" in log and (exp / "salad_stage2" / "checkpoints").is_dir()

@@ -101,3 +101,21 @@ def test_paper_recipes_give_valid_megatron_settings(name):
                                 clip_grad=cfg.trainer.gradient_clip_val)
     assert module.config.lr == cfg.model.optim.llm_lr and module.config.clip_grad == 1.0
     assert module.config.lr * module.lr_mult == pytest.approx(cfg.model.optim.adapter_lr)
+
+
+@pytest.mark.parametrize("size", ["3b", "7b"])
+def test_paper_stage2_recipes_continue_their_stage1_from_its_pre_decay_checkpoint(size):
+    from pathlib import Path
+
+    from nemo_salad.callbacks import PreDecayCheckpoint
+    from nemo_salad.recipes.train import active_selection_callback
+
+    s1, s2 = compose([], name=f"stage1_qwen2.5_{size}"), compose([], name=f"stage2_qwen2.5_{size}")
+    assert s2.model.llm == s1.model.llm and s2.model.encoder == s1.model.encoder and s2.megatron == s1.megatron
+    assert s2.model.adapter == s1.model.adapter and s2.model.optim.llm_lr == s1.model.optim.llm_lr
+    written = PreDecayCheckpoint(Path(s1.exp_manager.exp_dir) / s1.name / "checkpoints", s1.name, 0.2).path
+    assert Path(s2.init_from) == written  # where Stage I's callback put it (a folder without .ckpt under megatron)
+    assert (s2.model.optim.warmup_steps, s2.model.optim.decay_fraction) == (0, 1.0)  # decay to 0 over Stage II
+    callback = active_selection_callback(s2.active_selection)
+    assert callback.at_train_start and callback.config.cluster.k == 128 and callback.config.gamma == 5.0
+    assert s2.active_selection.tts.name == "nemo" and s2.trainer.strategy == "megatron"
