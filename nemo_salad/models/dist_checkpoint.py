@@ -24,7 +24,8 @@ from torch import nn
 
 from nemo_salad.llm.cpu import cpu_dist_checkpointing
 
-__all__ = ["is_distributed_checkpoint", "load_distributed", "save_distributed", "sharded_state_dict"]
+__all__ = ["is_distributed_checkpoint", "load_distributed", "resolve_checkpoint", "save_distributed",
+           "sharded_state_dict", "strategy_hyper_parameters"]
 
 
 def _own_state(module: nn.Module) -> dict[str, Any]:
@@ -89,6 +90,35 @@ def is_distributed_checkpoint(path: str | Path) -> bool:
     """True if ``path`` is a megatron-core distributed checkpoint directory (or a ``MegatronStrategy`` checkpoint
     holding one in ``weights/``)."""
     return _is_dist(_weights_dir(path))
+
+
+def resolve_checkpoint(path: str) -> str:
+    """``path``, or the folder ``<name>`` when ``path`` is ``<name>.ckpt`` and a ``MegatronStrategy`` run wrote it
+    (NeMo's checkpoint IO drops the suffix), so one path works after either strategy.
+
+    >>> resolve_checkpoint("/nonexistent/run-pre-decay.ckpt")
+    '/nonexistent/run-pre-decay.ckpt'
+    """
+    folder = path[: -len(".ckpt")] if path.endswith(".ckpt") else None
+    if folder and not Path(path).exists() and is_distributed_checkpoint(folder):
+        return folder
+    return path
+
+
+def strategy_hyper_parameters(path: str | Path) -> dict[str, Any]:
+    """The LightningModule hyper-parameters a ``MegatronStrategy`` checkpoint stores beside its weights (read with
+    ``weights_only=True``).
+
+    Raises:
+        ValueError: if the checkpoint holds none (e.g. one written by :func:`save_distributed`).
+    """
+    common = _weights_dir(path) / "common.pt"
+    state = torch.load(common, map_location="cpu", weights_only=True) if common.is_file() else {}
+    hparams = state.get("hyper_parameters") if isinstance(state, dict) else None
+    if not isinstance(hparams, dict):
+        raise ValueError(f"{path}: no hyper_parameters in {common} (not a checkpoint of a MegatronStrategy run); "
+                         "build the model from its config and use load_distributed")
+    return hparams
 
 
 def _ensure_parallel_state() -> None:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import os
-
 from nemo.utils import logging
 
-from nemo_salad.models.dist_checkpoint import is_distributed_checkpoint, load_distributed
+from nemo_salad.models.dist_checkpoint import is_distributed_checkpoint, load_distributed, resolve_checkpoint
 from nemo_salad.models.salad import SaladModel
 from nemo_salad.parts.checkpoint_io import SafeCheckpointIO
 
@@ -19,8 +17,7 @@ def load_weights(model: SaladModel, path: str) -> None:
 
     A ``<name>.ckpt`` that a ``MegatronStrategy`` run saved is the folder ``<name>`` (NeMo's checkpoint IO drops the
     suffix), so one ``init_from`` works after either strategy."""
-    if path.endswith(".ckpt") and not os.path.exists(path) and is_distributed_checkpoint(path[: -len(".ckpt")]):
-        path = path[: -len(".ckpt")]
+    path = resolve_checkpoint(path)
     if is_distributed_checkpoint(path):
         load_distributed(model, path)
         logging.info(f"initialised weights from the distributed checkpoint {path}")

@@ -35,11 +35,13 @@ def misalignment_from_checkpoint(
     map_location: str = "cpu",
     **metric_kwargs: Any,
 ) -> Callable[[Any], float]:
-    """Load a Lightning checkpoint and wrap the model in the Stage I misalignment metric.
+    """Load a trained model and wrap it in the Stage I misalignment metric.
 
     Args:
-        checkpoint (str): Lightning ``.ckpt`` file, loaded with ``torch.load(weights_only=True)``; the model is
-            rebuilt as ``model_class(**hyper_parameters)`` and its ``state_dict`` loaded strictly.
+        checkpoint (str): a Lightning ``.ckpt`` file (loaded with ``torch.load(weights_only=True)``; the model is
+            rebuilt as ``model_class(**hyper_parameters)`` and its ``state_dict`` loaded strictly), the folder of
+            a ``MegatronStrategy`` checkpoint (or its ``<name>.ckpt`` path; rebuilt from the hyper-parameters stored
+            with it, weights loaded at this process's tensor-parallel size) or a ``.nemo``.
         model_class (str): dotted path of the LightningModule class. Default: "nemo_salad.models.SaladModel".
         metric (str): dotted path of ``metric(model, **metric_kwargs) -> Callable[[CutSet], float]``.
             Default: "nemo_salad.metrics.misalignment_fn".
@@ -57,12 +59,27 @@ def misalignment_from_checkpoint(
     >>> measure(probe_cuts)  # doctest: +SKIP
     0.131
     """
+    from nemo_salad.models.dist_checkpoint import (
+        is_distributed_checkpoint,
+        load_distributed,
+        resolve_checkpoint,
+        strategy_hyper_parameters,
+    )
+
+    checkpoint = resolve_checkpoint(str(checkpoint))
+    if is_distributed_checkpoint(checkpoint):
+        cls, factory = import_object(model_class), import_object(metric)
+        model = cls(**strategy_hyper_parameters(checkpoint))
+        load_distributed(model, checkpoint)
+        return factory(model.eval(), **metric_kwargs)
     if not Path(checkpoint).is_file():
         raise FileNotFoundError(f"checkpoint {checkpoint} does not exist (set measure.checkpoint)")
     import torch
 
     cls = import_object(model_class)
     factory = import_object(metric)
+    if checkpoint.endswith(".nemo"):
+        return factory(cls.restore_from(checkpoint, map_location=map_location).eval(), **metric_kwargs)
     state = torch.load(checkpoint, map_location=map_location, weights_only=True)
     if not isinstance(state, dict) or "state_dict" not in state:
         raise ValueError(f"{checkpoint} is not a Lightning checkpoint (no 'state_dict'; keys: "

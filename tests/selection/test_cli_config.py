@@ -86,3 +86,23 @@ def test_measure_from_checkpoint_loads_the_weights(tmp_path):
         misalignment_from_checkpoint(str(tmp_path / "plain.pt"), model_class=f"{__name__}.HParamModule",
                                      metric=f"{__name__}.weight_measure")
     assert merge_overrides(OmegaConf.create({"measure": {"a": 1}}), ["measure.b=2"]).measure == {"a": 1, "b": 2}
+
+
+def first_weight_measure(model):
+    """A 'metric' that reads the loaded weights: the sum of the model's first parameter."""
+    value = float(next(model.parameters()).detach().double().sum())
+    return lambda cuts: value
+
+
+def test_measure_from_a_nemo_and_a_weights_only_folder(tmp_path):
+    from nemo_salad.models import SaladModel
+    from nemo_salad.models.dist_checkpoint import save_distributed
+    from tests.helpers.tiny import make_tokenizer, model_cfg
+
+    model = SaladModel(model_cfg(make_tokenizer(tmp_path / "tok")))
+    model.save_to(str(tmp_path / "m.nemo"))
+    measure = misalignment_from_checkpoint(str(tmp_path / "m.nemo"), metric=f"{__name__}.first_weight_measure")
+    assert measure(None) == float(next(model.parameters()).detach().double().sum())
+    save_distributed(model, tmp_path / "weights_only")  # weights without the run's hyper-parameters
+    with pytest.raises(ValueError, match="no hyper_parameters"):
+        misalignment_from_checkpoint(str(tmp_path / "weights_only"))

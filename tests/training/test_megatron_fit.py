@@ -18,6 +18,8 @@ from omegaconf import OmegaConf
 
 from nemo_salad.models.dist_checkpoint import is_distributed_checkpoint, load_distributed
 from nemo_salad.models.salad import SaladModel
+from nemo_salad.selection.measures import misalignment_from_checkpoint
+from nemo_salad.synthesis import load_synthesized
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -74,20 +76,6 @@ def test_stage1_fits_checkpoints_resumes_and_exports_under_megatron_strategy(ton
     assert sorted(ckpts.glob("*-last")) != last  # a new last checkpoint, at step 9
 
 
-def _measured_alone(nemo: Path, checkpoint: Path, tokenizer_dir: Path, probes: Path) -> dict[int, float]:
-    """M(c) of each probe set of a selection round, measured in this one process (TP=1) with ``checkpoint``'s
-    weights."""
-    from nemo_salad.metrics import misalignment_fn
-    from nemo_salad.synthesis import load_synthesized
-
-    cfg = OmegaConf.to_container(SaladModel.restore_from(str(nemo), map_location="cpu").cfg, resolve=True)
-    cfg["tokenizer"] = {"dir": str(tokenizer_dir)}
-    model = SaladModel(cfg)
-    load_distributed(model, checkpoint)
-    measure = misalignment_fn(model)
-    return {int(d.name[1:]): measure(load_synthesized(d)) for d in sorted(probes.glob("c*"))}
-
-
 def test_two_process_tensor_parallel_fit_exports_a_nemo_that_restores_in_one_process_then_stage2_selects(
         tone_corpus, tmp_path):
     """Lightning launches the second process; student, teacher and adapter are split over 2 tensor-parallel ranks.
@@ -121,6 +109,9 @@ def test_two_process_tensor_parallel_fit_exports_a_nemo_that_restores_in_one_pro
     report = json.loads(next((exp / "selection").glob("round_*/report.json")).read_text())
     assert len(report["clusters"]) == 3 and sum(c["drawn"] for c in report["clusters"]) >= 1
     assert "`max_steps=4` reached" in log and (exp / "salad_stage2" / "checkpoints").is_dir()
-    # M(c) measured by the TP=2 run (bf16) = the same weights measured in one process (fp32), every probe counted
-    alone = _measured_alone(nemo, pre_decay, tone_corpus / "tok", next((exp / "selection").glob("round_*/probes")))
+    # M(c) measured by the TP=2 run (bf16) = the same weights measured in one process (fp32) by the offline
+    # selection CLI's loader (the folder from its .ckpt path, the model from the hyper-parameters stored with it)
+    measure = misalignment_from_checkpoint(f"{pre_decay}.ckpt")
+    alone = {int(d.name[1:]): measure(load_synthesized(d))
+             for d in sorted(next((exp / "selection").glob("round_*/probes")).glob("c*"))}
     assert {c["cluster"]: c["misalignment"] for c in report["clusters"]} == pytest.approx(alone, rel=0.02)
