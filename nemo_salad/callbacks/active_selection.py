@@ -59,7 +59,9 @@ class ActiveSelectionCallback(pl.Callback):
         workdir (str | Path): rounds go to ``<workdir>/round_<step>``.
         measure_fn (Callable[[LightningModule], Callable[[CutSet], float]] | None): builds the misalignment
             measure for the current model. Default: ``nemo_salad.metrics.misalignment_fn``.
-        asr_filter (CERFilter | None): CER filter for synthesized speech. Default: None.
+        asr_filter (CERFilter | dict | None): CER filter for synthesized speech, or its
+            ``nemo_salad.synthesis.config.ASRFilterConfig`` fields (built on rank 0 when a round first needs it).
+            Default: None.
         encoder (TextEncoder | None): sentence encoder overriding ``selection.embed``. Default: None.
         at_train_start (bool): run a round when training starts (after checkpoint restore), unless the restored
             state already holds the round of an earlier start (a restarted Stage II keeps its one round).
@@ -158,7 +160,7 @@ class ActiveSelectionCallback(pl.Callback):
 
         def round_on_rank_zero(measure: Callable[[Any], float]) -> None:
             run_selection_round(config, self._get_corpus(), measure, self._get_backend(), workdir,
-                                asr_filter=self.asr_filter, encoder=self.encoder)
+                                asr_filter=self._get_asr_filter(), encoder=self.encoder)
 
         with _eval_mode(pl_module):
             lead_or_follow(round_on_rank_zero, self.measure_fn(pl_module), self._coordination())
@@ -199,6 +201,13 @@ class ActiveSelectionCallback(pl.Callback):
         if callable(self._corpus):
             self._corpus = self._corpus()
         return self._corpus
+
+    def _get_asr_filter(self) -> Any:
+        if isinstance(self.asr_filter, dict) or hasattr(self.asr_filter, "keys"):
+            from nemo_salad.synthesis.config import ASRFilterConfig, build_asr_filter
+
+            self.asr_filter = build_asr_filter(ASRFilterConfig(**dict(self.asr_filter)))
+        return self.asr_filter
 
     def _get_backend(self) -> Any:
         if isinstance(self._backend, dict) or hasattr(self._backend, "keys"):

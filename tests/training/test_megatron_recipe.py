@@ -119,3 +119,5 @@ def test_paper_stage2_recipes_continue_their_stage1_from_its_pre_decay_checkpoin
     callback = active_selection_callback(s2.active_selection)
     assert callback.at_train_start and callback.config.cluster.k == 128 and callback.config.gamma == 5.0
     assert s2.active_selection.tts.name == "nemo" and s2.trainer.strategy == "megatron"
+    # the TTS filter transcribes with the ASR model the encoder comes from (built only when the round runs)
+    assert callback.asr_filter["engine"] == "nemo" and callback.asr_filter["model"] == s2.model.encoder.pretrained
