@@ -1,6 +1,8 @@
-"""Export the LLM of a trained SALAD model (.nemo) to a Hugging Face directory, checking logit parity.
+"""Export the LLM of a trained SALAD model to a Hugging Face directory, checking logit parity.
 
     python examples/salad_export.py model=nemo_experiments/salad_stage1/checkpoints/salad_stage1.nemo hf_dir=out/hf
+
+``model``: a .nemo, a MegatronStrategy checkpoint folder (any tensor-parallel size) or a Lightning .ckpt.
 """
 
 import json
@@ -10,7 +12,7 @@ import hydra
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
 
-from nemo_salad.models.salad import SaladModel
+from nemo_salad.models.init_weights import load_trained
 from nemo_salad.recipes.export import export_llm_to_hf
 
 
@@ -26,7 +28,7 @@ ConfigStore.instance().store(name="export", node=ExportConfig)
 
 @hydra.main(version_base=None, config_name="export")
 def main(cfg: DictConfig) -> None:
-    model = SaladModel.restore_from(cfg.model, map_location="cpu")
+    model = load_trained(cfg.model)
     print(json.dumps(export_llm_to_hf(model, cfg.hf_dir, cfg.tolerance)))
 
 

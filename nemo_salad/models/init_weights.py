@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import os
+from typing import Any
+
 from nemo.utils import logging
 
-from nemo_salad.models.dist_checkpoint import is_distributed_checkpoint, load_distributed, resolve_checkpoint
+from nemo_salad.models.dist_checkpoint import (
+    is_distributed_checkpoint,
+    load_distributed,
+    resolve_checkpoint,
+    strategy_hyper_parameters,
+)
 from nemo_salad.models.salad import SaladModel
 from nemo_salad.parts.checkpoint_io import SafeCheckpointIO
 
-__all__ = ["load_weights"]
+__all__ = ["load_trained", "load_weights"]
 
 
 def load_weights(model: SaladModel, path: str) -> None:
@@ -32,3 +40,37 @@ def load_weights(model: SaladModel, path: str) -> None:
         raise ValueError(f"init_from={path}: weights do not fit the model (missing {missing[:5]}, "
                          f"unexpected {unexpected[:5]})")
     logging.info(f"initialised weights from {path}")
+
+
+def load_trained(path: str, model_class: Any = SaladModel, map_location: str = "cpu") -> Any:
+    """A trained model, rebuilt from what its checkpoint stores (weights only, read safely).
+
+    Args:
+        path (str): a ``.nemo``; the folder of a ``MegatronStrategy`` checkpoint or its ``<name>.ckpt`` path (the
+            model from the hyper-parameters stored beside the weights, loaded at this process's tensor-parallel
+            size); or a Lightning ``.ckpt`` (``torch.load(weights_only=True)``, state dict loaded strictly).
+        model_class: the LightningModule class. Default: SaladModel.
+        map_location (str): device of the weights. Default: "cpu".
+
+    Raises:
+        FileNotFoundError: if ``path`` does not exist.
+        ValueError: for a file that is not a Lightning checkpoint, or a folder without hyper-parameters.
+    """
+    import torch
+
+    path = resolve_checkpoint(str(path))
+    if is_distributed_checkpoint(path):
+        model = model_class(**strategy_hyper_parameters(path))
+        load_distributed(model, path)
+        return model
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    if path.endswith(".nemo"):
+        return model_class.restore_from(path, map_location=map_location)
+    state = torch.load(path, map_location=map_location, weights_only=True)
+    if not isinstance(state, dict) or "state_dict" not in state:
+        raise ValueError(f"{path} is not a Lightning checkpoint (no 'state_dict'; keys: "
+                         f"{sorted(state)[:8] if isinstance(state, dict) else type(state).__name__})")
+    model = model_class(**dict(state.get("hyper_parameters") or {}))
+    model.load_state_dict(state["state_dict"])
+    return model

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 __all__ = ["ConstantMeasure", "import_object", "misalignment_from_checkpoint"]
@@ -59,35 +58,14 @@ def misalignment_from_checkpoint(
     >>> measure(probe_cuts)  # doctest: +SKIP
     0.131
     """
-    from nemo_salad.models.dist_checkpoint import (
-        is_distributed_checkpoint,
-        load_distributed,
-        resolve_checkpoint,
-        strategy_hyper_parameters,
-    )
+    from nemo_salad.models.init_weights import load_trained
 
-    checkpoint = resolve_checkpoint(str(checkpoint))
-    if is_distributed_checkpoint(checkpoint):
-        cls, factory = import_object(model_class), import_object(metric)
-        model = cls(**strategy_hyper_parameters(checkpoint))
-        load_distributed(model, checkpoint)
-        return factory(model.eval(), **metric_kwargs)
-    if not Path(checkpoint).is_file():
-        raise FileNotFoundError(f"checkpoint {checkpoint} does not exist (set measure.checkpoint)")
-    import torch
-
-    cls = import_object(model_class)
-    factory = import_object(metric)
-    if checkpoint.endswith(".nemo"):
-        return factory(cls.restore_from(checkpoint, map_location=map_location).eval(), **metric_kwargs)
-    state = torch.load(checkpoint, map_location=map_location, weights_only=True)
-    if not isinstance(state, dict) or "state_dict" not in state:
-        raise ValueError(f"{checkpoint} is not a Lightning checkpoint (no 'state_dict'; keys: "
-                         f"{sorted(state)[:8] if isinstance(state, dict) else type(state).__name__})")
-    model = cls(**dict(state.get("hyper_parameters") or {}))
-    model.load_state_dict(state["state_dict"])
-    model.eval()
-    return factory(model, **metric_kwargs)
+    cls, factory = import_object(model_class), import_object(metric)
+    try:
+        model = load_trained(checkpoint, cls, map_location)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"{err} (set measure.checkpoint)") from err
+    return factory(model.eval(), **metric_kwargs)
 
 
 class ConstantMeasure:
