@@ -18,6 +18,7 @@ last round's probes can be measured again, giving M(c) before and after in its r
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import logging
 from collections.abc import Callable, Sequence
@@ -118,8 +119,6 @@ class ActiveSelectionCallback(pl.Callback):
         self.wait_timeout_s = float(wait_timeout_s)
         self.rounds: list[dict[str, Any]] = []
         self._added: set[str] = set()
-        self._group: Any = None
-        self._group_made = False
 
     # ---- state -------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -148,7 +147,7 @@ class ActiveSelectionCallback(pl.Callback):
             record, tag = self.rounds[-1], f"step{trainer.global_step}"
             with _eval_mode(pl_module):
                 lead_or_follow(lambda measure: add_after_measurement(record["workdir"], measure, tag=tag),
-                               self.measure_fn(pl_module), self._coordination())
+                               self.measure_fn(pl_module), self._coordination)
 
     # ---- work --------------------------------------------------------------------------------------------
     def _maybe_run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int, trigger: str = "step"
@@ -163,8 +162,8 @@ class ActiveSelectionCallback(pl.Callback):
                                 asr_filter=self._get_asr_filter(), encoder=self.encoder)
 
         with _eval_mode(pl_module):
-            lead_or_follow(round_on_rank_zero, self.measure_fn(pl_module), self._coordination())
-        trainer.strategy.barrier("active_selection_round")
+            # returns on every rank once rank 0's round is done (its files written): no further barrier needed
+            lead_or_follow(round_on_rank_zero, self.measure_fn(pl_module), self._coordination)
         record = {"step": int(step), "workdir": str(workdir), "name": f"{self.source_name}_step{step}",
                   "weight": self.weight, "trigger": trigger}
         self.rounds.append(record)
@@ -191,11 +190,10 @@ class ActiveSelectionCallback(pl.Callback):
         log.info("added training source %r (%d items) from %s", record["name"], report["summary"]["selected_items"],
                  record["workdir"])
 
+    @functools.cached_property
     def _coordination(self) -> Any:
         """The gloo group rank 0 leads the others on (None in one process); made on first use, on every rank."""
-        if not self._group_made:
-            self._group, self._group_made = coordination_group(self.wait_timeout_s), True
-        return self._group
+        return coordination_group(self.wait_timeout_s)
 
     def _get_corpus(self) -> Sequence[TextDoc]:
         if callable(self._corpus):

@@ -33,7 +33,7 @@ def load_weights(model: SaladModel, path: str) -> None:
     if path.endswith(".nemo"):
         state = SaladModel.restore_from(path, map_location="cpu").state_dict()
     else:
-        state = SafeCheckpointIO().load_checkpoint(path, map_location="cpu")["state_dict"]
+        state = _lightning_checkpoint(path, "cpu")["state_dict"]
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.endswith("_extra_state")]
     if missing or unexpected:
@@ -56,8 +56,6 @@ def load_trained(path: str, model_class: Any = SaladModel, map_location: str = "
         FileNotFoundError: if ``path`` does not exist.
         ValueError: for a file that is not a Lightning checkpoint, or a folder without hyper-parameters.
     """
-    import torch
-
     path = resolve_checkpoint(str(path))
     if is_distributed_checkpoint(path):
         model = model_class(**strategy_hyper_parameters(path))
@@ -67,10 +65,20 @@ def load_trained(path: str, model_class: Any = SaladModel, map_location: str = "
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     if path.endswith(".nemo"):
         return model_class.restore_from(path, map_location=map_location)
-    state = torch.load(path, map_location=map_location, weights_only=True)
-    if not isinstance(state, dict) or "state_dict" not in state:
-        raise ValueError(f"{path} is not a Lightning checkpoint (no 'state_dict'; keys: "
-                         f"{sorted(state)[:8] if isinstance(state, dict) else type(state).__name__})")
+    state = _lightning_checkpoint(path, map_location)
     model = model_class(**dict(state.get("hyper_parameters") or {}))
     model.load_state_dict(state["state_dict"])
     return model
+
+
+def _lightning_checkpoint(path: str, map_location: str) -> dict[str, Any]:
+    """A Lightning checkpoint read with ``weights_only=True``.
+
+    Raises:
+        FileNotFoundError: if ``path`` does not exist. ValueError: if it holds no ``state_dict``.
+    """
+    state = SafeCheckpointIO().load_checkpoint(path, map_location=map_location)
+    if not isinstance(state, dict) or "state_dict" not in state:
+        raise ValueError(f"{path} is not a Lightning checkpoint (no 'state_dict'; keys: "
+                         f"{sorted(state)[:8] if isinstance(state, dict) else type(state).__name__})")
+    return state

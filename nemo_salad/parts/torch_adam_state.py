@@ -1,7 +1,7 @@
 """Checkpointable state for megatron's distributed optimizer when it falls back to torch's Adam.
 
-Without TransformerEngine or apex, megatron-core 0.15's ``DistributedOptimizer`` drives ``torch.optim.AdamW``. Two
-things then go wrong with its checkpoints (both absent with TE's or apex's fused Adam):
+Without TransformerEngine or apex, megatron-core 0.15's ``DistributedOptimizer`` drives ``torch.optim.AdamW``. Three
+things then go wrong with its checkpoints (none with TE's or apex's fused Adam):
 
 1. torch creates Adam's state lazily at the first step, but ``DistributedOptimizer.state_dict`` requires one
    ``step`` shared by every state: a checkpoint saved before the first step fails, and so does *loading* one,
