@@ -79,11 +79,11 @@ def test_a_broken_config_is_reported(tmp_path):
 def test_user_prefixes_extend_the_allowlist_only_from_code(monkeypatch):
     from nemo_salad.parts import safe_config
 
-    cfg = {"adapter": {"_target_": "mylab.adapters.Fancy"}}
-    with pytest.raises(safe_config.UnsafeTargetError, match="mylab.adapters.Fancy"):
+    cfg = {"adapter": {"_target_": "fractions.Fraction"}}  # stands for a user's own package
+    with pytest.raises(safe_config.UnsafeTargetError, match="fractions.Fraction"):
         safe_config.check_targets(cfg)
     monkeypatch.setattr(safe_config, "_EXTRA_PREFIXES", [])
-    safe_config.allow_target_prefix("mylab.")
+    safe_config.allow_target_prefix("fractions.")
     safe_config.check_targets(cfg)
     with pytest.raises(ValueError, match="must be a module path ending with '.'"):
         safe_config.allow_target_prefix("")

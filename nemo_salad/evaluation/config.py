@@ -156,9 +156,16 @@ def run_evaluation(cfg: DictConfig | dict[str, Any] | EvalConfig) -> tuple[EvalR
     Returns:
         tuple[EvalResults, dict[str, Path]]: results and the paths of ``json``, ``md``, ``png``.
 
+    Raises:
+        UnsafeTargetError: if a ``_target_`` anywhere in the config (e.g. ``speech_model``) is not a class or
+            function of the allowed packages; checked before anything is built.
+
     >>> results, paths = run_evaluation({"benchmarks": ["copa"], "n_items": 20, "asr": None})  # doctest: +SKIP
     """
+    from nemo_salad.parts.safe_config import check_targets
+
     cfg = cfg if isinstance(cfg, EvalConfig) else load_config(cfg)
+    check_targets(OmegaConf.structured(cfg), source="evaluation config")
     llm, tokenizer = _text_llm(cfg)
     speech_model = build_speech_model(cfg.speech_model, llm, tokenizer)
     transcriber = build_transcriber(_plain(cfg.asr))

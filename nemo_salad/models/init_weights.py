@@ -15,6 +15,8 @@ from nemo_salad.models.dist_checkpoint import (
 )
 from nemo_salad.models.salad import SaladModel
 from nemo_salad.parts.checkpoint_io import SafeCheckpointIO
+from nemo_salad.parts.nemo_io import safe_restore_from
+from nemo_salad.parts.safe_config import check_targets
 
 __all__ = ["load_trained", "load_weights"]
 
@@ -55,18 +57,25 @@ def load_trained(path: str, model_class: Any = SaladModel, map_location: str = "
     Raises:
         FileNotFoundError: if ``path`` does not exist.
         ValueError: for a file that is not a Lightning checkpoint, or a folder without hyper-parameters.
+        UnsafeTargetError: if the stored hyper-parameters (or the ``.nemo``'s config) name anything but classes and
+            functions of the allowed packages; checked before the model is built.
+        UnsafeCheckpointError: if a distributed checkpoint holds a pickle of anything but checkpoint data.
     """
     path = resolve_checkpoint(str(path))
     if is_distributed_checkpoint(path):
-        model = model_class(**strategy_hyper_parameters(path))
+        hparams = strategy_hyper_parameters(path)
+        check_targets(hparams, source=f"{path} (stored hyper_parameters)")
+        model = model_class(**hparams)
         load_distributed(model, path)
         return model
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     if path.endswith(".nemo"):
-        return model_class.restore_from(path, map_location=map_location)
+        return safe_restore_from(model_class, path, map_location=map_location)
     state = _lightning_checkpoint(path, map_location)
-    model = model_class(**dict(state.get("hyper_parameters") or {}))
+    hparams = dict(state.get("hyper_parameters") or {})
+    check_targets(hparams, source=f"{path} (stored hyper_parameters)")
+    model = model_class(**hparams)
     model.load_state_dict(state["state_dict"])
     return model
 

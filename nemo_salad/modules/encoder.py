@@ -40,14 +40,15 @@ def load_pretrained_asr_parts(path_or_name: str) -> tuple[dict, dict, dict[str, 
     """
     from nemo.collections.asr.models import ASRModel
 
-    from nemo_salad.parts.nemo_io import safe_restore_from
+    from nemo_salad.parts.nemo_io import SafeSaveRestoreConnector, safe_restore_from
 
     if path_or_name.endswith(".nemo"):
         if not Path(path_or_name).is_file():
             raise FileNotFoundError(f"pretrained ASR checkpoint {path_or_name} does not exist (expected a .nemo file)")
         asr = safe_restore_from(ASRModel, path_or_name, map_location="cpu")
     else:
-        asr = ASRModel.from_pretrained(path_or_name, map_location="cpu")
+        asr = ASRModel.from_pretrained(path_or_name, map_location="cpu",
+                                       save_restore_connector=SafeSaveRestoreConnector())
     if not (hasattr(asr, "preprocessor") and hasattr(asr, "encoder")):
         raise ValueError(f"{path_or_name}: {type(asr).__name__} has no preprocessor/encoder to take")
     return (_as_container(asr.cfg.preprocessor), _as_container(asr.cfg.encoder),

@@ -91,11 +91,14 @@ def run_select(cfg: SelectRunConfig | DictConfig | dict[str, Any]) -> Any:
     Raises:
         omegaconf.errors.MissingMandatoryValue: if ``workdir`` or the measure's required values are not set.
         ValueError: if ``measure`` has no ``_target_``.
+        UnsafeTargetError: if a ``_target_`` (or the measure's ``model_class`` / ``metric``) is not a class or
+            function of the allowed packages; checked before anything is built.
 
     >>> run_select({"workdir": "/tmp/sel", "tts": {"name": "sine"}, "corpus": {"limit": 2000},
     ...             "measure": {"_target_": "nemo_salad.selection.measures.ConstantMeasure"}})  # doctest: +SKIP
     """
-    from nemo_salad.parts.safe_config import safe_instantiate
+    from nemo_salad.parts.safe_config import check_targets, safe_instantiate
+    from nemo_salad.selection.measures import PATH_ARGUMENTS
     from nemo_salad.selection.round import run_selection_round
     from nemo_salad.synthesis import build_backend
 
@@ -103,6 +106,11 @@ def run_select(cfg: SelectRunConfig | DictConfig | dict[str, Any]) -> Any:
     if "_target_" not in conf.measure:
         raise ValueError("measure needs a _target_: a factory returning Callable[[CutSet], float], e.g. "
                          "nemo_salad.selection.measures.misalignment_from_checkpoint with measure.checkpoint=...")
+    tree: Any = OmegaConf.to_container(conf)
+    for key in PATH_ARGUMENTS:  # dotted paths the measure factory imports: checked like targets
+        if isinstance(tree["measure"].get(key), str) and tree["measure"][key] != "???":
+            tree["measure"][key] = {"_target_": tree["measure"][key]}
+    check_targets(tree, source="selection config")
     selection = SelectionConfig(**OmegaConf.to_container(conf.selection, resolve=True))  # type: ignore[arg-type]
     asr_filter = None
     if conf.asr_filter.enabled:

@@ -2,28 +2,34 @@
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["ConstantMeasure", "import_object", "misalignment_from_checkpoint"]
+__all__ = ["PATH_ARGUMENTS", "ConstantMeasure", "import_object", "misalignment_from_checkpoint"]
+
+#: arguments of :func:`misalignment_from_checkpoint` that name a class or function by dotted path
+PATH_ARGUMENTS = ("model_class", "metric")
 
 
 def import_object(path: str) -> Any:
-    """The object at a dotted path ``package.module.name``.
+    """The class or function at a dotted path ``package.module.name``, under the rule of config ``_target_`` s
+    (:func:`nemo_salad.parts.safe_config.resolve_target`: defined in an allowed package, reached without passing
+    through another module).
 
     Raises:
+        UnsafeTargetError: naming the path when it is outside the allowed packages or not a class or function.
         ImportError: naming the path when the module or attribute does not exist.
 
-    >>> import_object("math.sqrt")(9.0)
-    3.0
+    >>> import_object("nemo_salad.selection.measures.ConstantMeasure")(0.5)(None)
+    0.5
     """
-    module_name, _, attr = path.rpartition(".")
-    if not module_name:
-        raise ImportError(f"{path!r} is not a dotted path 'package.module.name'")
+    from nemo_salad.parts.safe_config import UnsafeTargetError, resolve_target
+
     try:
-        return getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as err:
+        return resolve_target(path)
+    except UnsafeTargetError as err:
+        raise UnsafeTargetError(f"{path!r}: {err}") from err
+    except ImportError as err:
         raise ImportError(f"cannot import {path!r}: {err}") from err
 
 
@@ -53,6 +59,7 @@ def misalignment_from_checkpoint(
     Raises:
         FileNotFoundError: if the checkpoint does not exist.
         ImportError: if the class or metric cannot be imported.
+        UnsafeTargetError: if ``model_class`` or ``metric`` is not a class or function of the allowed packages.
 
     >>> measure = misalignment_from_checkpoint("out/stage1/last.ckpt")  # doctest: +SKIP
     >>> measure(probe_cuts)  # doctest: +SKIP

@@ -69,7 +69,10 @@ def weight_measure(model, scale: float = 1.0):
     return lambda cuts: scale * norm * len(list(cuts)) * (0 if model.training else 1)
 
 
-def test_measure_from_checkpoint_loads_the_weights(tmp_path):
+def test_measure_from_checkpoint_loads_the_weights(tmp_path, monkeypatch):
+    from nemo_salad.parts import safe_config
+
+    monkeypatch.setattr(safe_config, "_EXTRA_PREFIXES", ["tests.selection."])  # the test's model and metric
     module = HParamModule(width=5)
     trainer = pl.Trainer(max_steps=0, logger=False, enable_checkpointing=False, enable_progress_bar=False)
     trainer.strategy.connect(module)
@@ -79,8 +82,10 @@ def test_measure_from_checkpoint_loads_the_weights(tmp_path):
     assert measure([1, 2, 3]) == pytest.approx(2.0 * float(module.layer.weight.detach().norm()) * 3)
     with pytest.raises(FileNotFoundError, match="measure.checkpoint"):
         misalignment_from_checkpoint(str(tmp_path / "none.ckpt"))
-    with pytest.raises(ImportError, match="no_such_module"):
+    with pytest.raises(safe_config.UnsafeTargetError, match="no_such_module.Model'.*outside the allowlist"):
         misalignment_from_checkpoint(str(tmp_path / "m.ckpt"), model_class="no_such_module.Model")
+    with pytest.raises(ImportError, match="tests.selection.no_such_module"):
+        misalignment_from_checkpoint(str(tmp_path / "m.ckpt"), model_class="tests.selection.no_such_module.Model")
     torch.save({"weights": torch.zeros(2)}, tmp_path / "plain.pt")
     with pytest.raises(ValueError, match="not a Lightning checkpoint"):
         misalignment_from_checkpoint(str(tmp_path / "plain.pt"), model_class=f"{__name__}.HParamModule",
@@ -94,8 +99,11 @@ def first_weight_measure(model):
     return lambda cuts: value
 
 
-def test_measure_from_a_nemo_and_a_weights_only_folder(tmp_path):
+def test_measure_from_a_nemo_and_a_weights_only_folder(tmp_path, monkeypatch):
     from nemo_salad.models import SaladModel
+    from nemo_salad.parts import safe_config
+
+    monkeypatch.setattr(safe_config, "_EXTRA_PREFIXES", ["tests.selection."])  # the test's metric
     from nemo_salad.models.dist_checkpoint import save_distributed
     from tests.helpers.tiny import make_tokenizer, model_cfg
 

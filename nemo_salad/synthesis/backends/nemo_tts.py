@@ -18,10 +18,15 @@ import numpy as np
 __all__ = ["NeMoTTSBackend", "load_nemo_model"]
 
 _SILENCE_LOG_MEL = -11.52  # log(1e-5): NeMo's mel value of digital silence (HiFi-GAN preprocessor pad_value)
+#: packages a TTS model's config may instantiate besides the default allowlist (FastPitch's text normaliser)
+TTS_TARGET_PREFIXES = ("nemo_text_processing.",)
 
 
 def load_nemo_model(cls: Any, ref: Any, device: str = "cpu") -> Any:
     """A NeMo model from an instance, a ``.nemo`` file or a NeMo pretrained name, in eval mode on ``device``.
+
+    Files and pretrained names are restored with :class:`~nemo_salad.parts.nemo_io.SafeSaveRestoreConnector`: the
+    archived config may only name classes and functions of the allowed packages (and ``nemo_text_processing``).
 
     Args:
         cls: the NeMo model class (e.g. ``FastPitchModel``).
@@ -35,11 +40,14 @@ def load_nemo_model(cls: Any, ref: Any, device: str = "cpu") -> Any:
     Raises:
         FileNotFoundError: for a ``.nemo`` path that does not exist.
         TypeError: for an instance of another class.
+        UnsafeTargetError: if the archived config names anything else.
 
     >>> from nemo.collections.tts.models import FastPitchModel  # doctest: +SKIP
     >>> load_nemo_model(FastPitchModel, "checkpoints/fastpitch.nemo")  # doctest: +SKIP
     """
     import torch
+
+    from nemo_salad.parts.nemo_io import SafeSaveRestoreConnector
 
     if isinstance(ref, torch.nn.Module):
         if not isinstance(ref, cls):
@@ -49,9 +57,11 @@ def load_nemo_model(cls: Any, ref: Any, device: str = "cpu") -> Any:
         path = Path(str(ref))
         if not path.is_file():
             raise FileNotFoundError(f"{cls.__name__} checkpoint {path} does not exist")
-        model = cls.restore_from(str(path), map_location=torch.device(device))
+        model = cls.restore_from(str(path), map_location=torch.device(device),
+                                 save_restore_connector=SafeSaveRestoreConnector(TTS_TARGET_PREFIXES))
     else:
-        model = cls.from_pretrained(str(ref), map_location=torch.device(device))
+        model = cls.from_pretrained(str(ref), map_location=torch.device(device),
+                                    save_restore_connector=SafeSaveRestoreConnector(TTS_TARGET_PREFIXES))
     return model.to(device).eval()
 
 
