@@ -12,6 +12,9 @@ Which tensors are split:
   sharding (column/row-parallel weights, the vocabulary-parallel embedding, ``[gate; up]`` of SwiGLU ``fc1``);
 * LoRA factors on parallel linears are split like their layer (see :mod:`nemo_salad.modules.lora`);
 * everything else (FastConformer encoder, adapter projections) is replicated over tensor- and data-parallel ranks.
+
+Loading unpickles nothing but checkpoint data (:func:`~nemo_salad.parts.safe_checkpoint.safe_checkpoint_reading`):
+a crafted ``.metadata`` or non-tensor item is refused before anything in it is built.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import torch
 from torch import nn
 
 from nemo_salad.llm.cpu import cpu_dist_checkpointing
+from nemo_salad.parts.safe_checkpoint import UnsafeCheckpointError, safe_checkpoint_reading
 
 __all__ = ["is_distributed_checkpoint", "load_distributed", "resolve_checkpoint", "save_distributed",
            "sharded_state_dict", "strategy_hyper_parameters"]
@@ -169,6 +173,8 @@ def load_distributed(model: nn.Module, directory: str | Path, strict: bool = Tru
     Raises:
         FileNotFoundError: if ``directory`` is not a distributed checkpoint.
         ValueError: if a tensor is missing from the checkpoint or its global shape differs.
+        UnsafeCheckpointError: if a pickle in the checkpoint would build anything but checkpoint data (read with
+            :func:`~nemo_salad.parts.safe_checkpoint.safe_checkpoint_reading`; nothing of it is built).
     """
     from megatron.core import dist_checkpointing
     from megatron.core.dist_checkpointing.validation import StrictHandling
@@ -181,10 +187,12 @@ def load_distributed(model: nn.Module, directory: str | Path, strict: bool = Tru
     sharded = _model_sharded_state_dict(model)
     _check_covers(model, sharded)
     try:
-        with cpu_dist_checkpointing():
+        with cpu_dist_checkpointing(), safe_checkpoint_reading(directory):
             state = dist_checkpointing.load(sharded, str(directory),
                                             strict=StrictHandling.RAISE_UNEXPECTED if strict else
                                             StrictHandling.LOG_UNEXPECTED)
+    except UnsafeCheckpointError:
+        raise
     except (Exception, CheckpointException) as err:  # torch's CheckpointException is a BaseException
         raise ValueError(f"{directory}: distributed checkpoint does not fit {type(model).__name__}: {err}") from err
     # a MegatronStrategy checkpoint also holds the trainer's state (step, loops) and the optimizer's: weights only

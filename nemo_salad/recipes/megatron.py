@@ -133,16 +133,32 @@ def megatron_trainer_kwargs(trainer: dict[str, Any], megatron: dict[str, Any] | 
     if int(out.get("accumulate_grad_batches", 1)) != 1:
         raise ValueError("trainer.accumulate_grad_batches must be 1 under the megatron strategy: accumulate with "
                          "megatron.num_microbatches")
-    out["strategy"] = nl.MegatronStrategy(tensor_model_parallel_size=tp, pipeline_model_parallel_size=1,
-                                          context_parallel_size=1, sequence_parallel=False, ddp=ddp,
-                                          data_sampler=SaladDataSampler(int(m["num_microbatches"])),
-                                          ckpt_async_save=bool(m["ckpt_async_save"]),
-                                          ckpt_parallel_save=bool(m["ckpt_parallel_save"]),
-                                          ckpt_optim_fully_reshardable=bool(m["ckpt_optim_fully_reshardable"]),
-                                          ckpt_load_optimizer=bool(m["ckpt_load_optimizer"]))
+    strategy = nl.MegatronStrategy(tensor_model_parallel_size=tp, pipeline_model_parallel_size=1,
+                                   context_parallel_size=1, sequence_parallel=False, ddp=ddp,
+                                   data_sampler=SaladDataSampler(int(m["num_microbatches"])),
+                                   ckpt_async_save=bool(m["ckpt_async_save"]),
+                                   ckpt_parallel_save=bool(m["ckpt_parallel_save"]),
+                                   ckpt_optim_fully_reshardable=bool(m["ckpt_optim_fully_reshardable"]),
+                                   ckpt_load_optimizer=bool(m["ckpt_load_optimizer"]))
+    out["strategy"] = _safe_resume(strategy)  # resume reads checkpoints with safe_checkpoint_reading
     precision = str(out.pop("precision", "bf16-mixed"))
     out["plugins"] = [p for p in out.get("plugins", []) or []] + [nl.MegatronMixedPrecision(precision=precision)]
     return out
+
+
+def _safe_resume(strategy: Any) -> Any:
+    """``strategy`` whose checkpoint loading (resume) unpickles nothing but checkpoint data (see
+    :func:`nemo_salad.parts.safe_checkpoint.safe_checkpoint_reading`)."""
+    from nemo_salad.parts.safe_checkpoint import safe_checkpoint_reading
+
+    load_checkpoint = strategy.load_checkpoint
+
+    def safe_load_checkpoint(checkpoint_path: Any, *args: Any, **kwargs: Any) -> Any:
+        with safe_checkpoint_reading(checkpoint_path):
+            return load_checkpoint(checkpoint_path, *args, **kwargs)
+
+    strategy.load_checkpoint = safe_load_checkpoint
+    return strategy
 
 
 def non_llm_param(name: str, param: torch.nn.Parameter | None = None) -> bool:

@@ -18,6 +18,17 @@ import sys
 from pathlib import Path
 
 
+def megatron_overrides(corpus: Path, exp_dir: Path, max_steps: int, devices: int = 1, tp: int = 1) -> list[str]:
+    """The tiny Stage I overrides of ``tests.training.conftest`` under NeMo-2's MegatronStrategy on CPU."""
+    from tests.training.conftest import tiny_overrides
+
+    return tiny_overrides(corpus, exp_dir, max_steps=max_steps) + [
+        "+trainer.strategy=megatron", "trainer.accelerator=cpu", f"trainer.devices={devices}",
+        "trainer.precision=bf16-mixed", "trainer.val_check_interval=3", "model.optim.lora_lr=null",
+        f"+megatron={{tensor_model_parallel_size: {tp}, ckpt_async_save: false, overlap_grad_reduce: true}}",
+        f"model.adapter.num_query_groups={max(tp, 1)}"]  # heads and query groups split over the TP ranks
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("corpus", type=Path)
@@ -33,13 +44,9 @@ def main() -> None:
 
     from nemo_salad.recipes.train import train
     from tests.helpers.megatron_step import cuda_standins
-    from tests.training.conftest import compose, tiny_overrides
+    from tests.training.conftest import compose
 
-    overrides = tiny_overrides(args.corpus, args.exp_dir, max_steps=args.max_steps) + [
-        "+trainer.strategy=megatron", "trainer.accelerator=cpu", f"trainer.devices={args.devices}",
-        "trainer.precision=bf16-mixed", "trainer.val_check_interval=3", "model.optim.lora_lr=null",
-        f"+megatron={{tensor_model_parallel_size: {args.tp}, ckpt_async_save: false, overlap_grad_reduce: true}}",
-        f"model.adapter.num_query_groups={max(args.tp, 1)}"]  # heads and query groups split over the TP ranks
+    overrides = megatron_overrides(args.corpus, args.exp_dir, args.max_steps, args.devices, args.tp)
     with cuda_standins():
         exported = train(compose(overrides + extra, name=args.config))
     import torch.distributed as dist
