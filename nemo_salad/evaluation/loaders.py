@@ -63,7 +63,8 @@ def read_rows(path: str | Path, split: str | None = None) -> list[dict[str, Any]
 
     Raises:
         FileNotFoundError: if ``path`` does not exist.
-        ValueError: for a malformed line (naming file and line) or a missing split (listing those present).
+        ValueError: for a file that is not UTF-8 text (binary, compressed), malformed or truncated JSON/CSV
+            (naming the file and line), or a missing split (listing those present).
 
     >>> import tempfile, pathlib
     >>> p = pathlib.Path(tempfile.mkdtemp()) / "a.jsonl"; _ = p.write_text('{"q": 1}\\n\\n{"q": 2}\\n')
@@ -82,11 +83,28 @@ def read_rows(path: str | Path, split: str | None = None) -> list[dict[str, Any]
                 raise ValueError(f"{path}: no split {split!r} in the saved DatasetDict; it has {sorted(data)}")
             data = data[split]
         return [dict(r) for r in data]
+    try:
+        return _read_text_rows(path)
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: cannot be decoded as UTF-8 text ({e.reason}); expected a "
+                         ".jsonl/.json/.csv text file of benchmark rows (is it binary or compressed?)") from e
+
+
+def _read_text_rows(path: Path) -> list[dict[str, Any]]:
     if path.suffix == ".csv":
         with open(path, newline="", encoding="utf-8") as f:
-            return [dict(r) for r in csv.DictReader(f)]
+            reader = csv.DictReader(f)
+            try:
+                return [dict(r) for r in reader]
+            except csv.Error as e:
+                raise ValueError(f"{path}:{reader.line_num}: not valid CSV ({e}); expected a header row and one "
+                                 "row per item") from e
     if path.suffix == ".json":
-        rows = json.loads(path.read_text(encoding="utf-8"))
+        try:
+            rows = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{e.lineno}:{e.colno}: not valid JSON ({e.msg}); expected a JSON list of rows "
+                             "(is the file truncated?)") from e
         if not isinstance(rows, list):
             raise ValueError(f"{path}: expected a JSON list of rows, got {type(rows).__name__}")
         return rows

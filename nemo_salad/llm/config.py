@@ -144,9 +144,10 @@ class LLMConfig:
             source (str): file name used in error messages. Default: "config.json".
 
         Raises:
-            UnsupportedModelError: for another architecture, or options the Megatron model would not
-                reproduce exactly (sliding-window attention, o_proj/MLP biases, non-SiLU activations,
-                RoPE scaling other than Llama-3's).
+            UnsupportedModelError: for another architecture, a ``model_type`` that disagrees with
+                ``architectures``, a size that is not an integer (or a rate that is not a number), or options the
+                Megatron model would not reproduce exactly (sliding-window attention, o_proj/MLP biases, non-SiLU
+                activations, RoPE scaling other than Llama-3's); each names ``source`` and the field.
 
         >>> LLMConfig.from_hf({"architectures": ["Qwen2ForCausalLM"], "vocab_size": 32, "hidden_size": 16,
         ...     "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
@@ -161,10 +162,27 @@ class LLMConfig:
                 f"expected one of {sorted(SUPPORTED_ARCHITECTURES)}"
             )
 
+        model_type = hf.get("model_type")
+        if model_type is not None and model_type != family:
+            raise UnsupportedModelError(f"{source}: model_type={model_type!r} disagrees with architectures={archs!r} "
+                                        f"(expected model_type {family!r}); fix whichever of the two is wrong")
+
         def require(key: str) -> Any:
             if key not in hf:
                 raise UnsupportedModelError(f"{source}: required field {key!r} is missing")
             return hf[key]
+
+        def integer(key: str, value: Any) -> int:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise UnsupportedModelError(f"{source}: {key}={value!r} is not an integer (expected a whole number "
+                                            "such as 2048)")
+            return value
+
+        def number(key: str, default: float) -> float:
+            value = hf.get(key, default)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise UnsupportedModelError(f"{source}: {key}={value!r} is not a number (expected e.g. {default!r})")
+            return float(value)
 
         def reject(condition: bool, what: str) -> None:
             if condition:
@@ -187,10 +205,10 @@ class LLMConfig:
             reject(kind != "llama3" or any(float(found[k] or 0) != v for k, v in expected.items()),
                    f"rope_scaling={scaling!r} (only Llama-3 scaling with {expected} is)")
             factor = float(scaling["factor"])
-        heads = int(require("num_attention_heads"))
-        hidden = int(require("hidden_size"))
+        heads = integer("num_attention_heads", require("num_attention_heads"))
+        hidden = integer("hidden_size", require("hidden_size"))
         head_dim = hf.get("head_dim")
-        if head_dim is not None and int(head_dim) == hidden // heads:
+        if head_dim is not None and integer("head_dim", head_dim) == hidden // max(heads, 1):
             head_dim = None
         known = {"architectures", "model_type", "hidden_act", "mlp_bias", "attention_bias", "use_sliding_window",
                  "rope_scaling", "num_attention_heads", "hidden_size", "head_dim", "vocab_size",
@@ -199,20 +217,20 @@ class LLMConfig:
                  "eos_token_id", "torch_dtype", "dtype"}
         return cls(
             family=family,
-            vocab_size=int(require("vocab_size")),
+            vocab_size=integer("vocab_size", require("vocab_size")),
             hidden_size=hidden,
-            num_layers=int(require("num_hidden_layers")),
+            num_layers=integer("num_hidden_layers", require("num_hidden_layers")),
             num_attention_heads=heads,
-            num_query_groups=int(hf.get("num_key_value_heads") or heads),
-            ffn_hidden_size=int(require("intermediate_size")),
-            head_dim=None if head_dim is None else int(head_dim),
-            rope_base=float(hf.get("rope_theta", 10000.0)),
+            num_query_groups=integer("num_key_value_heads", hf.get("num_key_value_heads") or heads),
+            ffn_hidden_size=integer("intermediate_size", require("intermediate_size")),
+            head_dim=head_dim,
+            rope_base=number("rope_theta", 10000.0),
             rope_scaling_factor=factor,
-            norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
+            norm_eps=number("rms_norm_eps", 1e-6),
             qkv_bias=qkv_bias,
             tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
-            max_position_embeddings=int(hf.get("max_position_embeddings", 2048)),
-            init_method_std=float(hf.get("initializer_range", 0.02)),
+            max_position_embeddings=integer("max_position_embeddings", hf.get("max_position_embeddings", 2048)),
+            init_method_std=number("initializer_range", 0.02),
             bos_token_id=hf.get("bos_token_id"),
             eos_token_id=hf.get("eos_token_id"),
             extra={k: v for k, v in hf.items() if k not in known and not k.startswith("_")},

@@ -2,17 +2,19 @@
 
 Used wherever audio enters the model (the training dataset, ``SaladModel.encode_cuts``, ``generate``):
 empty audio, audio shorter than one encoder frame, a sample rate other than the encoder's, more than one
-channel, and non-finite values are each reported with the sample's id, what was found and what was expected.
+channel, and non-finite values are each reported with the sample's id, what was found and what was expected;
+:func:`load_cut_audio` names the cut and its file when the audio cannot be read at all.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["BadSampleError", "audio_problem", "to_mono_tensor"]
+__all__ = ["BadSampleError", "audio_problem", "load_cut_audio", "to_mono_tensor"]
 
 
 class BadSampleError(ValueError):
@@ -66,3 +68,35 @@ def audio_problem(audio: Any, sample_rate: int, expected_rate: int, min_samples:
 def to_mono_tensor(audio: Any) -> torch.Tensor:
     """A ``(N,)`` float32 tensor from a ``(N,)``, ``(1, N)`` or ``(N, 1)`` array (after :func:`audio_problem`)."""
     return torch.as_tensor(np.asarray(audio, dtype=np.float32)).reshape(-1)
+
+
+def load_cut_audio(cut: Any) -> np.ndarray:
+    """The samples of a lhotse cut, as ``cut.load_audio()`` returns them.
+
+    Raises:
+        BadSampleError: if the audio cannot be read (no recording, missing file, corrupt data), naming the cut
+            and its audio source.
+
+    >>> from lhotse import AudioSource, MonoCut, Recording
+    >>> rec = Recording("r", [AudioSource("file", [0], "/no/such.wav")], 16000, 16000, 1.0)
+    >>> load_cut_audio(MonoCut("utt1", 0.0, 1.0, 0, recording=rec))
+    Traceback (most recent call last):
+    ...
+    nemo_salad.parts.audio_checks.BadSampleError: sample 'utt1': cannot read audio /no/such.wav: the file does not \
+exist (expected a readable audio file)
+    """
+    recording = getattr(cut, "recording", None)
+    if recording is None:
+        raise BadSampleError(cut.id, "the cut has no recording (expected a cut with audio)")
+    sources = ", ".join(str(s.source) for s in recording.sources)
+    try:
+        return cut.load_audio()
+    except Exception as exc:  # any loader error (missing file, corrupt or unsupported data) means "unreadable"
+        if any(s.type == "file" and not Path(str(s.source)).exists() for s in recording.sources):
+            detail = "the file does not exist"
+        else:  # lhotse's message without its trailing dump of the call
+            lines = [line.strip() for line in str(exc).splitlines()
+                     if line.strip() and not line.startswith(("[extra info]", "Set LHOTSE_"))]
+            detail = f"{type(exc).__name__}: {' '.join(lines)[:500]}"
+        raise BadSampleError(cut.id, f"cannot read audio {sources}: {detail} (expected a readable audio "
+                                     "file)") from exc

@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from nemo_salad.llm import LLMConfig, MegatronLLM
 
 __all__ = ["TOKENIZER_FILES", "build_llm", "build_speech_encoder", "load_tokenizer", "llm_source_dir",
-           "resolved_encoder_config", "resolved_llm_config"]
+           "resolved_encoder_config", "resolved_llm_config", "tokenizer_files"]
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
 
@@ -40,14 +40,48 @@ def _plain(cfg: Any) -> dict:
 
 
 def llm_source_dir(pretrained: str | None) -> Path | None:
-    """The Hugging Face directory behind ``llm.pretrained`` (building the SmolLM2 cache if needed)."""
+    """The Hugging Face directory behind ``llm.pretrained`` (building the SmolLM2 cache if needed).
+
+    Raises:
+        FileNotFoundError: if ``pretrained`` names a directory that does not exist, naming the config key.
+    """
     if not pretrained:
         return None
     if pretrained == "smollm2":
         from nemo_salad.llm.smollm2 import smollm2_hf_dir
 
         return smollm2_hf_dir()
+    if not Path(pretrained).is_dir():
+        raise FileNotFoundError(f"model.llm.pretrained={str(pretrained)!r}: no such directory (expected 'smollm2' or "
+                                "a local Hugging Face model directory with config.json, weights and tokenizer files)")
     return Path(pretrained)
+
+
+def tokenizer_files(directory: str | Path, key: str = "model.tokenizer.dir") -> dict[str, str]:
+    """The tokenizer files of ``directory``, keyed as ``.nemo`` artifacts (``tokenizer_json``, ...).
+
+    Args:
+        directory (str | Path): a folder with ``tokenizer.json`` and/or ``tokenizer_config.json``.
+        key (str): the config key that named it, for messages. Default: "model.tokenizer.dir".
+
+    Raises:
+        FileNotFoundError: if the folder is missing or holds no tokenizer, naming ``key`` and the folder.
+
+    >>> tokenizer_files("/no/such/folder")
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: model.tokenizer.dir='/no/such/folder': no such directory (expected a folder with \
+tokenizer.json and tokenizer_config.json)
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{key}={str(directory)!r}: no such directory (expected a folder with "
+                                "tokenizer.json and tokenizer_config.json)")
+    files = {n.replace(".", "_"): str(directory / n) for n in TOKENIZER_FILES if (directory / n).is_file()}
+    if "tokenizer_json" not in files and "tokenizer_config_json" not in files:
+        raise FileNotFoundError(f"{key}={str(directory)!r}: no tokenizer in this directory (expected tokenizer.json "
+                                "and tokenizer_config.json)")
+    return files
 
 
 def _arch(cfg: dict) -> LLMConfig:

@@ -134,6 +134,23 @@ def test_malformed_json_and_schema_errors_name_the_place(tmp_path):
         load_benchmark("piqa", path=wrong)
 
 
+@pytest.mark.parametrize("suffix", [".jsonl", ".json", ".csv"])
+def test_a_binary_benchmark_file_is_named(tmp_path, suffix):
+    path = tmp_path / f"binary{suffix}"
+    path.write_bytes(b"\x1f\x8b\x08\x00" + bytes(range(256)))  # e.g. a gzip file without the .gz suffix
+    with pytest.raises(ValueError, match=rf"binary\{suffix}: cannot be decoded as UTF-8 text \(invalid start byte\); "
+                                         r"expected a \.jsonl/\.json/\.csv text file"):
+        load_benchmark("jsonl" if suffix != ".csv" else "storycloze", path=path)
+
+
+def test_a_truncated_json_benchmark_file_is_named(tmp_path):
+    path = tmp_path / "cut.json"
+    path.write_text('[{"question": "Q", "choices": ["a", "b"], "answer": 0}, {"question": "R", "cho')
+    with pytest.raises(ValueError, match=r"cut\.json:1:\d+: not valid JSON \(Unterminated string .*\); expected a "
+                                         r"JSON list of rows \(is the file truncated\?\)"):
+        load_benchmark("jsonl", path=path)
+
+
 def test_save_to_disk_directory_uses_its_train_split_for_shots(tmp_path):
     import datasets
 

@@ -103,3 +103,33 @@ def test_llama3_rope_scaling_matches_transformers():
     ids = torch.randint(0, 256, (1, 40), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert (llm(input_ids=ids) - hf(ids).logits).abs().max() <= 1e-4
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("hidden_size", "64", "hidden_size='64' is not an integer"),
+    ("hidden_size", 64.5, "hidden_size=64.5 is not an integer"),
+    ("num_key_value_heads", True, "num_key_value_heads=True is not an integer"),
+    ("rope_theta", "1e4", "rope_theta='1e4' is not a number"),
+])
+def test_a_bad_value_in_config_json_names_the_file_and_field(tmp_path, field, value, message):
+    """Read through the real entry point: a Hugging Face directory named by ``model.llm.pretrained``."""
+    import json
+
+    from nemo_salad.parts.pretrained import build_llm
+
+    hf = LLMConfig.preset("tiny-llama").to_hf()
+    hf[field] = value
+    (tmp_path / "config.json").write_text(json.dumps(hf))
+    with pytest.raises(UnsupportedModelError, match=f"{tmp_path / 'config.json'}: {message}"):
+        build_llm({"pretrained": str(tmp_path)}, load_weights=False)
+
+
+def test_model_type_disagreeing_with_architectures_is_refused():
+    hf = LLMConfig.preset("tiny-qwen2").to_hf()
+    hf["model_type"] = "llama"
+    with pytest.raises(UnsupportedModelError, match=r"x/config.json: model_type='llama' disagrees with "
+                                                    r"architectures=\['Qwen2ForCausalLM'\] \(expected model_type "
+                                                    r"'qwen2'\)"):
+        LLMConfig.from_hf(hf, source="x/config.json")
+    hf["model_type"] = "qwen2"
+    assert LLMConfig.from_hf(hf).family == "qwen2"
