@@ -9,6 +9,7 @@ import lightning.pytorch as pl
 import torch
 from nemo.utils import logging
 
+from nemo_salad.data.skips import HeldOutCount
 from nemo_salad.llm.parallel import data_parallel_group
 from nemo_salad.metrics import GapStats, gap_stats
 from nemo_salad.metrics.gap import sum_over_ranks
@@ -29,14 +30,19 @@ class GapReport(pl.Callback):
 
     @torch.no_grad()
     def measure(self, trainer: pl.Trainer, model: Any) -> dict[str, float]:
-        """One pass over the validation data: mean KD loss per token, F and M."""
+        """One pass over the validation data: mean KD loss per token, F, M and the number of skipped items.
+
+        Raises:
+            UnusableDataError: if every validation item was skipped (F and M would read 0).
+        """
         loaders = trainer.datamodule.val_dataloader() if trainer.datamodule is not None else []
         loaders = loaders if isinstance(loaders, list) else [loaders]
         was_training = model.training
         model.eval()
-        stats, kd_sum, kd_tokens = GapStats(), 0.0, 0
+        stats, kd_sum, kd_tokens, items = GapStats(), 0.0, 0, HeldOutCount("validation data")
         for loader in loaders:
             for batch in loader:
+                items.add(batch)
                 batch = model.transfer_batch_to_device(batch, model.device, 0)
                 outputs = model(batch)  # one set of forward passes for the loss and the gap metrics
                 out = model.compute_loss(batch, outputs)
@@ -46,9 +52,10 @@ class GapReport(pl.Callback):
                 stats += gap_stats(model, batch, outputs=outputs)
         model.train(was_training)
         group = data_parallel_group()  # each data-parallel rank measured its own share
-        stats = stats.all_reduce(group)
+        stats, skipped = stats.all_reduce(group), items.finish(group)
         kd_sum, kd_tokens = sum_over_ranks([kd_sum, kd_tokens], group)
-        return {"kd": kd_sum / max(kd_tokens, 1), **{k: float(v) for k, v in stats.as_dict().items()}}
+        return {"kd": kd_sum / max(kd_tokens, 1), **{k: float(v) for k, v in stats.as_dict().items()},
+                "skipped": float(skipped)}
 
     def _report(self, step: int, values: dict[str, float]) -> None:
         self.history.append({"step": step, **values})

@@ -10,12 +10,15 @@ Config (``data`` section)::
     batch_duration: 60       # seconds of audio (or reading time) per batch
     num_buckets: 4
     max_duration: 30         # longer utterances are skipped and counted
+    max_skip_fraction: 0.5   # a source whose skipped fraction exceeds this stops the run (nemo_salad.data.skips)
+    skip_check_items: 100    # items per source that fraction is measured over
     num_workers: 1
     seed: 0
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import lightning.pytorch as pl
@@ -28,6 +31,7 @@ from torch.utils.data import DataLoader
 from nemo_salad.data.dataset import SaladDataset
 from nemo_salad.data.layout import LayoutConfig
 from nemo_salad.data.sampler import MixtureSampler
+from nemo_salad.data.skips import SkipMonitor
 from nemo_salad.data.sources import load_source
 
 __all__ = ["SaladDataModule"]
@@ -49,6 +53,21 @@ def _plain(cfg: Any) -> dict:
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg or {})
 
 
+def _check_sizes(cfg: dict) -> None:
+    """Batch and duration settings that lhotse would otherwise refuse with a bare assertion."""
+    for key, integer in (("batch_duration", False), ("max_duration", False), ("num_buckets", True)):
+        value = cfg.get(key)
+        if value is None:
+            continue
+        try:
+            number = float(value) if not isinstance(value, bool) else math.nan
+        except (TypeError, ValueError):
+            number = math.nan
+        if not (math.isfinite(number) and number > 0 and (not integer or number == int(number))):
+            expected = "an integer >= 1" if integer else "a number of seconds > 0"
+            raise ValueError(f"data.{key}={value!r}: expected {expected}")
+
+
 class SaladDataModule(pl.LightningDataModule):
     """Training mixture + validation data for :class:`~nemo_salad.models.SaladModel`.
 
@@ -56,11 +75,21 @@ class SaladDataModule(pl.LightningDataModule):
         cfg: the ``data`` section.
         tokenizer: the model's tokenizer.
         min_samples (int): fewest samples of a speech span (the model's ``min_audio_samples``). Default: 160.
+
+    Attributes:
+        skip_monitor (SkipMonitor): per-source skip counts of the training stream, updated by the model.
+
+    Raises:
+        ValueError: for a non-positive ``batch_duration`` / ``max_duration``, fewer than one bucket, or a skip
+            threshold outside [0, 1], naming the key.
     """
 
     def __init__(self, cfg: Any, tokenizer: Any, min_samples: int = 160) -> None:
         super().__init__()
         self.cfg = _plain(cfg)
+        _check_sizes(self.cfg)
+        self.skip_monitor = SkipMonitor(float(self.cfg.get("max_skip_fraction", 0.5)),
+                                        int(self.cfg.get("skip_check_items", 100)))
         layout = dict(self.cfg.get("layout") or {})
         for key in ("text_words", "speech_words", "prefix_speech_fraction"):
             if key in layout:
@@ -80,10 +109,11 @@ class SaladDataModule(pl.LightningDataModule):
                                        num_cuts_for_bins_estimate=int(self.cfg.get("bins_estimate_cuts", 2000)),
                                        **data_parallel_shard())
 
-    def dataset(self, seed_offset: int = 0) -> SaladDataset:
+    def dataset(self, seed_offset: int = 0, source: str | None = None) -> SaladDataset:
         return SaladDataset(self.tokenizer, self.layout, min_samples=self.min_samples,
                             max_duration=float(self.cfg.get("max_duration", 40.0)),
-                            max_text_tokens=int(self.cfg.get("max_text_tokens", 512)), seed=self.seed + seed_offset)
+                            max_text_tokens=int(self.cfg.get("max_text_tokens", 512)), seed=self.seed + seed_offset,
+                            source=source)
 
     def prepare_data(self) -> None:
         """Build cached corpora (the embedded demo) once, before any source is read."""
@@ -126,7 +156,9 @@ class SaladDataModule(pl.LightningDataModule):
             cuts = cuts.subset(first=int(val["max_cuts"]))
         sampler = SimpleCutSampler(cuts, max_duration=float(self.cfg.get("batch_duration", 60.0)), shuffle=False,
                                    **data_parallel_shard())
-        return DataLoader(self.dataset(seed_offset=1), sampler=sampler, batch_size=None, num_workers=0)
+        origin = ", ".join(f"{k}={val[k]}" for k in ("shar", "manifest", "texts", "demo") if val.get(k))
+        return DataLoader(self.dataset(seed_offset=1, source=f"data.validation ({origin})"), sampler=sampler,
+                          batch_size=None, num_workers=0)
 
     # ------------------------------------------------------------------ resume
     def state_dict(self) -> dict[str, Any]:

@@ -7,7 +7,8 @@ concatenation of the span tokens. A cut without a recording is a text-replay ite
 
 Unusable cuts never stop training: a missing or unreadable audio file, an empty transcript, audio longer than
 ``max_duration``, too few words, or a span shorter than one encoder frame is skipped, logged with the cut id and
-the audio file, and returned in ``batch["skipped"]`` for the model to count.
+the audio file, and returned in ``batch["skipped"]`` for the model to count per source (``batch["source"]``,
+see :mod:`nemo_salad.data.skips`).
 
 Batch legend: ``C`` speech clips (one per speech span), ``N`` samples of the longest clip.
 """
@@ -23,6 +24,7 @@ from lhotse import CutSet
 from nemo.utils import logging
 
 from nemo_salad.data.layout import LayoutConfig, plan_spans, word_timings
+from nemo_salad.data.sampler import SOURCE_ATTR
 from nemo_salad.modules.splice import Segment
 from nemo_salad.parts.audio_checks import audio_problem
 
@@ -51,14 +53,17 @@ class SaladDataset(torch.utils.data.Dataset):
         max_duration (float): longer utterances are skipped. Default: 40.0.
         max_text_tokens (int): text-replay items are truncated to this many tokens. Default: 512.
         seed (int): layout randomness is seeded from ``(seed, cut id)``. Default: 0.
+        source (str | None): the source name of batches whose CutSet names none (a mixture batch names its
+            own, see :data:`~nemo_salad.data.sampler.SOURCE_ATTR`). Default: None.
 
     Returns (per batch): ``audio (C, N)``, ``audio_lens (C,)``, ``segments`` (per sample), ``sample_ids``,
-    ``skipped`` (list of ``(cut id, reason)``).
+    ``skipped`` (list of ``(cut id, reason)``), ``source`` (str | None).
     """
 
     def __init__(self, tokenizer: Any, layout: LayoutConfig | None = None, sample_rate: int = 16000,
-                 min_samples: int = 160, max_duration: float = 40.0, max_text_tokens: int = 512, seed: int = 0) -> None:
-        self.tokenizer = tokenizer
+                 min_samples: int = 160, max_duration: float = 40.0, max_text_tokens: int = 512, seed: int = 0,
+                 source: str | None = None) -> None:
+        self.tokenizer, self.source = tokenizer, source
         self.layout = layout or LayoutConfig()
         self.sample_rate, self.min_samples = sample_rate, min_samples
         self.max_duration, self.max_text_tokens, self.seed = max_duration, max_text_tokens, seed
@@ -127,4 +132,5 @@ class SaladDataset(torch.utils.data.Dataset):
         audio = torch.zeros(len(clips), int(lens.max()) if len(clips) else 0)
         for i, clip in enumerate(clips):
             audio[i, : len(clip)] = clip
-        return {"audio": audio, "audio_lens": lens, "segments": samples, "sample_ids": ids, "skipped": skipped}
+        return {"audio": audio, "audio_lens": lens, "segments": samples, "sample_ids": ids, "skipped": skipped,
+                "source": getattr(cuts, SOURCE_ATTR, None) or self.source}

@@ -20,7 +20,10 @@ from typing import Any
 
 from lhotse import CutSet
 
-__all__ = ["MixtureSampler", "SourceSpec"]
+__all__ = ["SOURCE_ATTR", "MixtureSampler", "SourceSpec"]
+
+#: attribute of each yielded batch (a CutSet) naming its source; the dataset reports it as ``batch["source"]``
+SOURCE_ATTR = "salad_source"
 
 SamplerFactory = Callable[[CutSet, int], Any]  # (cuts, seed) -> lhotse CutSampler
 
@@ -37,7 +40,8 @@ class SourceSpec:
 
 
 class MixtureSampler:
-    """Endless stream of CutSet batches drawn from weighted sources.
+    """Endless stream of CutSet batches drawn from weighted sources; each batch names its source in the
+    attribute :data:`SOURCE_ATTR`.
 
     Args:
         sampler_factory (Callable): ``(cuts, seed) -> lhotse sampler`` for one source.
@@ -108,6 +112,7 @@ class MixtureSampler:
             active = [s for s in self.sources if s.added_at <= self.draws]
             spec = self._rng.choices(active, weights=[s.weight for s in active])[0]
             batch = self._next_from(spec)
+            setattr(batch, SOURCE_ATTR, spec.name)  # travels with the batch into DataLoader workers
             self.draws += 1
             if self._skip:
                 self._skip -= 1

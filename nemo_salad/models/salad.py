@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -24,6 +23,7 @@ from nemo.utils import logging
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import Tensor
 
+from nemo_salad.data.skips import HeldOutCount
 from nemo_salad.llm import LLMConfig, MegatronLLM
 from nemo_salad.llm.parallel import data_parallel_group
 from nemo_salad.losses import DistillationLoss, LossOutput
@@ -32,7 +32,7 @@ from nemo_salad.models.network import SaladNetwork, unwrap_network
 from nemo_salad.modules.lora import apply_lora, lora_disabled
 from nemo_salad.modules.splice import Segment, SplicedBatch, splice
 from nemo_salad.parts import pretrained as P
-from nemo_salad.parts.audio_checks import BadSampleError, audio_problem, to_mono_tensor
+from nemo_salad.parts.audio_checks import BadSampleError, audio_problem, load_cut_audio, to_mono_tensor
 from nemo_salad.parts.safe_config import check_targets, safe_instantiate
 
 __all__ = ["SaladModel", "copy_runtime_settings", "uses_megatron_strategy"]
@@ -109,6 +109,7 @@ class SaladModel(ModelPT):
             raise ValueError("model.loss.alpha > 0 (distillation) needs a teacher: set model.teacher.mode to copy or "
                              "shared, or alpha to 0")
         self._val_gap = GapStats()
+        self._val_items = HeldOutCount("validation data")
 
     # ------------------------------------------------------------------ construction
     def configure_model(self, vp_stage: int | None = None) -> None:
@@ -206,8 +207,7 @@ class SaladModel(ModelPT):
             directory = tok.get("dir") or P.llm_source_dir(cfg.llm.get("pretrained"))
             if directory is None:
                 raise ValueError("model.tokenizer.dir must be set when model.llm.pretrained is null")
-            files = {n.replace(".", "_"): str(Path(directory) / n) for n in P.TOKENIZER_FILES
-                     if (Path(directory) / n).is_file()}
+            files = P.tokenizer_files(directory, "model.tokenizer.dir" if tok.get("dir") else "model.llm.pretrained")
             with open_dict(self._cfg):
                 self._cfg.tokenizer = {"dir": None, "files": files}
         registered = {k: self.register_artifact(f"tokenizer.files.{k}", v) for k, v in files.items()}
@@ -382,7 +382,11 @@ class SaladModel(ModelPT):
         return self.loss(student, self.llm.output_weight, teacher, t_weight, sb.targets, tp_group=self.llm.tp_group)
 
     def _count_data_skips(self, batch: dict[str, Any]) -> None:
+        """Count the batch's skipped items; the datamodule's monitor stops the run when a source is unusable."""
         self.data_skipped += len(batch.get("skipped") or [])
+        monitor = getattr(getattr(self._trainer, "datamodule", None), "skip_monitor", None)
+        if monitor is not None:
+            monitor.update(batch.get("source"), len(batch["segments"]), batch.get("skipped") or [])
 
     def training_step(self, batch: dict[str, Any], batch_idx: int | None = None) -> Tensor | None:
         """The training loss. ``batch_idx`` is None when megatron's schedule calls it (``MegatronStrategy``),
@@ -414,6 +418,7 @@ class SaladModel(ModelPT):
                                                                                 else None))
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int | None = None) -> Tensor | None:
+        self._val_items.add(batch)
         outputs = self(batch)  # shared by the loss and the gap metrics
         out = self.compute_loss(batch, outputs)
         if out is not None:
@@ -494,6 +499,9 @@ class SaladModel(ModelPT):
 
     def on_validation_epoch_end(self) -> None:
         stats, self._val_gap = self._val_gap.all_reduce(data_parallel_group()), GapStats()
+        items, self._val_items = self._val_items, HeldOutCount("validation data")
+        complete = self._trainer is None or not self._trainer.sanity_checking  # raise if a whole pass was skipped
+        self.log("val/skipped", float(items.finish(data_parallel_group(), refuse_unusable=complete)))
         if stats.misalignment_tokens or stats.forgetting_tokens:
             self.log_dict({"val/misalignment": stats.misalignment, "val/forgetting": stats.forgetting},
                           prog_bar=True)
@@ -521,8 +529,12 @@ class SaladModel(ModelPT):
 
     @torch.no_grad()
     def encode_cuts(self, cuts: Sequence[Any]) -> list[Tensor]:
-        """Speech embeddings ``(F_i, H)`` of lhotse cuts (16 kHz mono), in the LLM's input-embedding space."""
-        audio, lens = self._audio_batch([c.load_audio() for c in cuts], [c.sampling_rate for c in cuts],
+        """Speech embeddings ``(F_i, H)`` of lhotse cuts (16 kHz mono), in the LLM's input-embedding space.
+
+        Raises:
+            BadSampleError: for audio that cannot be read or encoded, naming the cut (and its file).
+        """
+        audio, lens = self._audio_batch([load_cut_audio(c) for c in cuts], [c.sampling_rate for c in cuts],
                                         [c.id for c in cuts])
         frames, flens = self.perceive(audio, lens)
         return [frames[i, : int(n)] for i, n in enumerate(flens)]
