@@ -16,22 +16,30 @@ from nemo.utils import logging
 from nemo.utils.exp_manager import exp_manager
 from omegaconf import DictConfig, OmegaConf
 
-from nemo_salad.callbacks import ActiveSelectionCallback, GapReport, PreDecayCheckpoint
+from nemo_salad.callbacks import ActiveSelectionCallback, ExactResume, GapReport, PreDecayCheckpoint
 from nemo_salad.data.datamodule import SaladDataModule
 from nemo_salad.models.salad import SaladModel
 from nemo_salad.parts.checkpoint_io import SafeCheckpointIO
 from nemo_salad.parts.safe_config import check_targets
+from nemo_salad.recipes.validate import validate_training_config
 
 __all__ = ["build", "train"]
 
 
 def build(cfg: DictConfig) -> tuple[pl.Trainer, SaladModel, SaladDataModule]:
-    """Trainer (with exp_manager), model and data module of a training config."""
+    """Trainer (with exp_manager), model and data module of a training config.
+
+    Raises:
+        ConfigValueError: (a ``ValueError``) for values outside their ranges, all listed, before anything is built.
+    """
     check_targets(cfg, source="training config")
+    validate_training_config(cfg)
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
     pl.seed_everything(int(cfg.get("seed", 0)), workers=True)
-    callbacks: list[Any] = [GapReport(at_start=bool(cfg.get("report_gap_at_start", True)))]
+    # ExactResume: per-batch seeds and logger steps that a resumed run repeats exactly
+    callbacks: list[Any] = [ExactResume(int(cfg.get("seed", 0))),
+                            GapReport(at_start=bool(cfg.get("report_gap_at_start", True)))]
     if cfg.get("active_selection"):
         callbacks.append(active_selection_callback(cfg.active_selection))
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
