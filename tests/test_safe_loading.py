@@ -272,6 +272,20 @@ def test_export_refuses_crafted_metadata(cfg, genuine_dist, tmp_path):
     assert not marker.exists()
 
 
+def test_selection_cli_refuses_crafted_metadata(cfg, genuine_dist, tmp_path):
+    from nemo_salad.selection.cli import run_select
+
+    marker = tmp_path / "ran"
+    bad = _crafted_metadata(genuine_dist, tmp_path / "bad", marker)
+    torch.save({"hyper_parameters": {"cfg": cfg}}, bad / "common.pt")  # a MegatronStrategy checkpoint's hparams
+    conf = {"workdir": str(tmp_path / "round"), "tts": {"name": "sine"}, "corpus": {"limit": 10},
+            "measure": {"_target_": "nemo_salad.selection.measures.misalignment_from_checkpoint",
+                        "checkpoint": str(bad)}}
+    with pytest.raises(UnsafeCheckpointError, match=r"\.metadata: refusing to unpickle os\.makedirs"):
+        run_select(conf)  # examples/salad_select.py measure.checkpoint=<folder>
+    assert not marker.exists()
+
+
 def test_nemo_with_distributed_weights_refuses_crafted_metadata(model, genuine_dist, tmp_path):
     from nemo_salad.parts.nemo_io import DIST_WEIGHTS
 

@@ -296,10 +296,15 @@ def safe_instantiate(cfg: Any, source: str = "config", **kwargs: Any) -> Any:
 
     Raises:
         UnsafeTargetError: see :func:`check_targets`; nothing is built then.
+        pickle.UnpicklingError: a refusal of the safe checkpoint readers while building (e.g. a measure that loads
+            a crafted checkpoint), raised as it is rather than wrapped in Hydra's ``InstantiationException``.
 
     >>> safe_instantiate({"_target_": "torch.nn.Linear", "in_features": 2, "out_features": 3}).out_features
     3
     """
+    import pickle
+
+    from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
     check_targets(cfg, source)
@@ -307,7 +312,15 @@ def safe_instantiate(cfg: Any, source: str = "config", **kwargs: Any) -> Any:
         check_targets(kwargs, f"{source} (keyword arguments)")
     if isinstance(cfg, dict):
         cfg = OmegaConf.create(cfg)
-    return instantiate(cfg, **kwargs)
+    try:
+        return instantiate(cfg, **kwargs)
+    except InstantiationException as exc:
+        cause = exc.__cause__
+        while isinstance(cause, InstantiationException):
+            cause = cause.__cause__
+        if isinstance(cause, (UnsafeTargetError, pickle.UnpicklingError)):  # a safety refusal: say it plainly
+            raise cause from exc
+        raise
 
 
 def target_problems(cfg: Any, source: str = "config", injected: tuple[str, ...] = ("in_dim", "out_dim")) -> list[str]:
