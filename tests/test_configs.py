@@ -87,3 +87,35 @@ def test_user_prefixes_extend_the_allowlist_only_from_code(monkeypatch):
     safe_config.check_targets(cfg)
     with pytest.raises(ValueError, match="must be a module path ending with '.'"):
         safe_config.allow_target_prefix("")
+
+
+ENCODERS = sorted(p.stem for p in (CONF / "model" / "encoder").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("encoder", ENCODERS)
+def test_every_encoder_composes_into_stage1(encoder, monkeypatch):
+    """Each encoder of the ``model/encoder`` group is selectable in Stage I, names a known ``kind``, and the
+    checkpoint folders of Whisper / Mimi come from their environment variables."""
+    from hydra import compose, initialize_config_dir
+
+    from nemo_salad.parts.pretrained import ENCODER_KINDS
+
+    monkeypatch.setenv("SALAD_WHISPER", "/models/whisper-small")
+    monkeypatch.setenv("SALAD_MIMI", "/models/mimi")
+    with initialize_config_dir(config_dir=str(CONF), version_base=None):
+        cfg = compose(config_name="stage1", overrides=[f"model/encoder={encoder}"])
+    enc = OmegaConf.to_container(cfg.model.encoder, resolve=True)
+    assert enc["kind"] in ENCODER_KINDS and "_target_" not in enc
+    assert not target_problems(OmegaConf.to_container(cfg, resolve=False), source=encoder)
+    expected = {"whisper_hf": "/models/whisper-small", "mimi": "/models/mimi", "whisper_tiny_en": "tiny.en"}
+    if encoder in expected:
+        assert enc["pretrained"] == expected[encoder]
+
+
+@pytest.mark.parametrize("name", ["stage1", "stage1_qwen2.5_3b", "stage1_qwen2.5_7b"])
+def test_fastconformer_stays_the_default_encoder(name):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF), version_base=None):
+        cfg = compose(config_name=name)
+    assert cfg.model.encoder.kind == "fastconformer"

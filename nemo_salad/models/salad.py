@@ -1,4 +1,4 @@
-"""SaladModel: FastConformer encoder → modality adapter → megatron-core LLM, with a frozen text teacher.
+"""SaladModel: speech encoder (FastConformer, Whisper, Mimi) → adapter → megatron-core LLM, frozen text teacher.
 
 The student reads speech spliced between text embeddings; the teacher (the original LLM) reads the all-text
 transcript under ``no_grad``. Two teacher modes (``model.teacher.mode``):

@@ -7,9 +7,15 @@ Config conventions (``model.llm`` / ``model.encoder``)::
       arch: null                 # preset name, {preset: name, **overrides}, or an LLMConfig mapping
       attention: sdpa
     encoder:
+      kind: fastconformer        # fastconformer (default) | whisper | mimi
       pretrained: null           # a .nemo path or NeMo model name; null builds preprocessor/encoder below
       preprocessor: {...}
       encoder: {...}
+
+``kind: whisper`` / ``kind: mimi`` take ``pretrained`` (a local Hugging Face folder, or ``tiny.en`` for the
+embedded Whisper) and ``config`` (the architecture, for random init) instead of ``preprocessor`` / ``encoder``:
+see :func:`~nemo_salad.modules.whisper_encoder.build_whisper_encoder` and
+:func:`~nemo_salad.modules.mimi_encoder.build_mimi_encoder`.
 
 After loading, :func:`resolved_llm_config` / :func:`resolved_encoder_config` give the same sections with the
 architecture written out and ``pretrained`` cleared, which is what a ``.nemo`` archive stores: restoring needs
@@ -27,7 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from nemo_salad.llm import LLMConfig, MegatronLLM
 
-__all__ = ["TOKENIZER_FILES", "build_llm", "build_speech_encoder", "load_tokenizer", "llm_source_dir",
+__all__ = ["ENCODER_KINDS", "TOKENIZER_FILES", "build_llm", "build_speech_encoder", "load_tokenizer", "llm_source_dir",
            "resolved_encoder_config", "resolved_llm_config", "tokenizer_files"]
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
@@ -161,15 +167,33 @@ def gather_tokenizer_files(files: dict[str, str]) -> Path:
     return out
 
 
-def build_speech_encoder(cfg: Any, load_weights: bool = True):
-    """The :class:`~nemo_salad.modules.encoder.SpeechEncoder` of ``model.encoder``.
+ENCODER_KINDS = ("fastconformer", "whisper", "mimi")
 
-    With ``pretrained`` set (and ``load_weights``), the preprocessor and encoder configs and weights come from
-    that NeMo ASR checkpoint; otherwise from the ``preprocessor`` / ``encoder`` configs.
+
+def build_speech_encoder(cfg: Any, load_weights: bool = True):
+    """The speech encoder of ``model.encoder``, chosen by its ``kind`` (default ``fastconformer``).
+
+    ``fastconformer``: a :class:`~nemo_salad.modules.encoder.SpeechEncoder`; with ``pretrained`` set (and
+    ``load_weights``), the preprocessor and encoder configs and weights come from that NeMo ASR checkpoint,
+    otherwise from the ``preprocessor`` / ``encoder`` configs. ``whisper`` / ``mimi``: see the module docstring.
+
+    Raises:
+        ValueError: for an unknown ``kind`` or a section that names no architecture.
     """
     from nemo_salad.modules.encoder import SpeechEncoder, load_pretrained_asr_parts
 
     c = _plain(cfg)
+    kind = c.get("kind") or "fastconformer"
+    if kind == "whisper":
+        from nemo_salad.modules.whisper_encoder import build_whisper_encoder
+
+        return build_whisper_encoder(c, load_weights=load_weights)
+    if kind == "mimi":
+        from nemo_salad.modules.mimi_encoder import build_mimi_encoder
+
+        return build_mimi_encoder(c, load_weights=load_weights)
+    if kind != "fastconformer":
+        raise ValueError(f"model.encoder.kind={kind!r}; expected one of {ENCODER_KINDS}")
     freeze = bool(c.get("freeze", False))
     if c.get("pretrained") and load_weights:
         pre_cfg, enc_cfg, pre_state, enc_state = load_pretrained_asr_parts(str(c["pretrained"]))
@@ -184,6 +208,8 @@ def build_speech_encoder(cfg: Any, load_weights: bool = True):
 
 
 def resolved_encoder_config(cfg: Any, encoder) -> dict:
-    """``model.encoder`` with explicit preprocessor/encoder configs and ``pretrained`` cleared."""
+    """``model.encoder`` with the architecture written out and ``pretrained`` cleared (what a ``.nemo`` stores)."""
+    if hasattr(encoder, "resolved_config"):  # Whisper, Mimi
+        return encoder.resolved_config(_plain(cfg))
     return {**_plain(cfg), "pretrained": None, "preprocessor": encoder.preprocessor_cfg,
             "encoder": encoder.encoder_cfg}

@@ -1,4 +1,5 @@
-"""SaladModel: splice and index map, padding, gradients and frozen parts, .nemo round trip, bad input."""
+"""SaladModel with each speech encoder (FastConformer, Whisper, Mimi; tiny, random): splice and index map, padding,
+frame counts, training and validation steps, gradients and frozen parts, bad input."""
 
 from __future__ import annotations
 
@@ -11,11 +12,13 @@ from nemo_salad.parts.audio_checks import BadSampleError
 from tests.helpers.batches import identity_speech, make_batch
 from tests.helpers.tiny import model_cfg
 
+ENCODERS = ["fastconformer_tiny", "whisper_tiny", "mimi_tiny"]
 
-@pytest.fixture(scope="module")
-def model(tiny_tokenizer_dir):
+
+@pytest.fixture(scope="module", params=ENCODERS)
+def model(tiny_tokenizer_dir, request):
     torch.manual_seed(0)
-    return SaladModel(model_cfg(tiny_tokenizer_dir)).eval()
+    return SaladModel(model_cfg(tiny_tokenizer_dir, encoder=request.param)).eval()
 
 
 def _aligned_logits(model, sb):
@@ -64,6 +67,7 @@ def test_index_map_with_encoder_frames(model, pad_side, monkeypatch):
     assert torch.equal(sb.student_ids.flatten()[sb.student_pos + 1], sb.targets)
     assert torch.equal(sb.teacher_ids.flatten()[sb.teacher_pos + 1], sb.targets)
     assert int(sb.is_speech.sum()) == int(frame_lens.sum())
+    assert torch.equal(frame_lens.long(), model.encoder.encoded_lengths(batch["audio_lens"]))  # adapter keeps F
     assert not (sb.is_speech & ~sb.student_mask).any() and (sb.text_index[~sb.student_mask] == -1).all()
     # the first text token after each speech span is predicted from the last speech frame
     after_speech = sb.is_speech.flatten()[sb.student_pos]
@@ -96,16 +100,18 @@ def _snapshot(module):
     return {k: v.detach().clone() for k, v in module.state_dict().items() if isinstance(v, torch.Tensor)}
 
 
+@pytest.mark.parametrize("encoder", ENCODERS)
 @pytest.mark.parametrize("frozen", [False, True], ids=["trainable", "frozen-encoder-and-llm"])
-def test_gradients_and_frozen_parts(tiny_tokenizer_dir, frozen):
+def test_gradients_and_frozen_parts(tiny_tokenizer_dir, frozen, encoder):
     torch.manual_seed(1)
-    cfg = model_cfg(tiny_tokenizer_dir, **{"encoder.freeze": frozen, "llm.freeze": frozen})
+    cfg = model_cfg(tiny_tokenizer_dir, encoder=encoder, **{"encoder.freeze": frozen, "llm.freeze": frozen})
     model = SaladModel(cfg).train()
     before = {name: _snapshot(getattr(model, name)) for name in ("encoder", "adapter", "llm", "teacher")}
     batch = make_batch(model.tokenizer, "interleaved")
     _kl_loss(model, model.splice_batch(batch)).backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.adapter.parameters())
     assert all(p.grad is None for p in model.teacher.parameters())
+    assert model.encoder.training != frozen  # a frozen encoder stays in eval mode
     enc_grads = [p.grad for p in model.encoder.parameters()]
     if frozen:
         assert all(g is None for g in enc_grads) and all(p.grad is None for p in model.llm.parameters())
@@ -151,11 +157,15 @@ def test_generate_is_greedy_decoding(model):
 
 @pytest.mark.parametrize("audio,rate,expected", [
     (np.zeros(0, np.float32), 16000, "audio is empty"),
-    (np.zeros(100, np.float32), 16000, "shorter than one encoder frame"),
+    (None, 16000, "shorter than one encoder frame"),  # one sample fewer than the encoder's min_audio_samples
     (np.zeros(16000, np.float32), 8000, "sample rate is 8000 Hz, expected 16000 Hz"),
     (np.zeros((2, 16000), np.float32), 16000, "2 channels, expected mono"),
 ])
 def test_bad_audio_names_the_sample(model, audio, rate, expected):
+    if audio is None:
+        if model.min_audio_samples <= 1:
+            pytest.skip("every non-empty clip gives a frame (Mimi pads clips to whole frames)")
+        audio = np.zeros(model.min_audio_samples - 1, np.float32)
     with pytest.raises(BadSampleError, match=rf"sample 'clip-7': .*{expected}"):
         if rate == 16000:  # the bad sample is found among good ones
             model.generate([np.zeros(16000, np.float32), audio], sample_rate=rate, ids=["ok", "clip-7"])
@@ -173,3 +183,37 @@ def test_too_long_sequence_is_an_error_or_a_counted_skip(model, monkeypatch):
     monkeypatch.setattr(model, "skipped", type(model.skipped)())
     sb = model.splice_batch(batch)
     assert sb.sample_ids == ["s0", "s2", "s3"] and sum(model.skipped.values()) == 1
+
+
+def test_frame_count_formula_is_what_the_encoder_produces(model):
+    """``encoded_lengths`` (spans are checked with it) and ``min_audio_samples`` (data filtering) agree with a
+    forward pass of the encoder."""
+    m = model.min_audio_samples
+    n = torch.tensor([m, m + 1, 999, 1920, 12345, 16000, 40000])
+    with torch.no_grad():
+        feats, lens = model.encoder(0.1 * torch.randn(len(n), int(n.max())), n)
+    assert torch.equal(model.encoder.encoded_lengths(n), lens.long()) and (lens >= 1).all()
+    assert feats.shape[1] == int(lens.max())
+    if m > 1:
+        assert int(model.encoder.encoded_lengths(torch.tensor([m - 1]))) == 0
+
+
+def test_training_and_validation_steps(model):
+    """``training_step``'s loss reaches the adapter and the encoder; ``validation_step`` gives a finite loss."""
+    batch = make_batch(model.tokenizer, "interleaved")
+    saved = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in model.state_dict().items()}  # BatchNorm
+    model.train()
+    try:
+        loss = model.training_step(batch, 0)
+        loss.backward()
+        assert torch.isfinite(loss)
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.adapter.parameters())
+        enc = [p for p in model.encoder.parameters() if p.requires_grad]
+        assert sum(int(p.grad is not None and p.grad.abs().sum() > 0) for p in enc) > 0.9 * len(enc)
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.load_state_dict(saved)
+        model.eval()
+    with torch.no_grad():
+        val = model.validation_step(batch, 0)
+    assert torch.isfinite(val) and float(val) > 0

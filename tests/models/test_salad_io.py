@@ -191,3 +191,44 @@ def test_megatron_parallel_step_equals_the_plain_step(tiny_tokenizer_dir):
     assert got.keys() == expected.keys() and len(got) > 10
     for name, grad in expected.items():
         assert torch.allclose(got[name], grad, atol=1e-6, rtol=1e-5), name
+
+
+def _save_tiny_codec(kind: str, path) -> None:
+    """A random tiny Whisper (WhisperForConditionalGeneration) or Mimi saved as a Hugging Face folder."""
+    from transformers import MimiConfig, MimiModel, WhisperConfig, WhisperForConditionalGeneration
+
+    from tests.helpers.tiny import TINY_ENCODERS
+
+    arch = TINY_ENCODERS[f"{kind}_tiny"]["config"]
+    if kind == "whisper":
+        model = WhisperForConditionalGeneration(WhisperConfig(
+            **arch, decoder_layers=1, decoder_attention_heads=2, decoder_ffn_dim=32, vocab_size=64,
+            max_target_positions=32, decoder_start_token_id=1, pad_token_id=0, eos_token_id=2, bos_token_id=1))
+    else:
+        model = MimiModel(MimiConfig(**arch))
+    model.save_pretrained(str(path))
+
+
+@pytest.mark.parametrize("kind", ["whisper", "mimi"])
+def test_pretrained_whisper_or_mimi_folder_round_trips_without_it(tiny_tokenizer_dir, tmp_path, kind):
+    """An encoder from a Hugging Face folder: its weights are the folder's, and the .nemo restores without it."""
+    from safetensors.torch import load_file
+
+    torch.manual_seed(0)
+    _save_tiny_codec(kind, tmp_path / "codec")
+    cfg = model_cfg(tiny_tokenizer_dir, encoder=f"{kind}_tiny",
+                    **{"encoder.pretrained": str(tmp_path / "codec"), "encoder.config": None, "encoder.freeze": True})
+    model = SaladModel(cfg).eval()
+    stored = load_file(str(tmp_path / "codec" / "model.safetensors"))
+    rename = (lambda k: "model." + k) if kind == "whisper" else (lambda k: k)  # ours: encoder.* / encoder_*.*
+    ours = model.encoder.state_dict()
+    assert ours and all(torch.equal(v, stored[rename(k)]) for k, v in ours.items())
+    assert model.encoder.frozen and not any(p.requires_grad for p in model.encoder.parameters())
+    batch = make_batch(model.tokenizer, "interleaved")
+    before = _logits(model, batch)
+    model.save_to(str(tmp_path / "salad.nemo"))
+    shutil.rmtree(tmp_path / "codec")
+    restored = SaladModel.restore_from(str(tmp_path / "salad.nemo"), map_location="cpu").eval()
+    after = _logits(restored, batch)
+    assert torch.equal(before[0], after[0]) and torch.equal(before[1], after[1])
+    assert restored.cfg.encoder.pretrained is None and restored.cfg.encoder.kind == kind
