@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as nnf
 from torch import Tensor, nn
 
+from nemo_salad.modules.hf_speech_encoder import HFSpeechEncoder
+
 __all__ = ["MimiSpeechEncoder", "SincResampler", "build_mimi_encoder", "read_mimi_folder"]
 
 _BOOKKEEPING = ("architectures", "model_type", "transformers_version", "torch_dtype", "dtype", "_name_or_path")
@@ -80,7 +82,7 @@ class SincResampler(nn.Module):
         return y[:, : int(self.output_lengths(torch.tensor(n)))]
 
 
-class MimiSpeechEncoder(nn.Module):
+class MimiSpeechEncoder(HFSpeechEncoder):
     """Mimi's encoder up to the quantizer: ``(B, N)`` 16 kHz audio → ``(B, F, D)`` latents at 12.5 frames/s.
 
     Args:
@@ -100,7 +102,7 @@ class MimiSpeechEncoder(nn.Module):
     (torch.Size([2, 13, 16]), [13, 7], 12.5)
     """
 
-    sample_rate = 16000
+    kind = "mimi"
 
     def __init__(self, config: dict[str, Any], freeze: bool = False) -> None:
         super().__init__()
@@ -117,10 +119,7 @@ class MimiSpeechEncoder(nn.Module):
         self.encoder, self.encoder_transformer = codec.encoder, codec.encoder_transformer
         self.downsample = codec.downsample if codec.downsample is not None else nn.Identity()
         self.resample = SincResampler(self.sample_rate, arch.sampling_rate)
-        self.frozen = freeze
-        if freeze:
-            self.requires_grad_(False)
-            self.eval()
+        self.set_frozen(freeze)
 
     @property
     def output_dim(self) -> int:
@@ -132,10 +131,6 @@ class MimiSpeechEncoder(nn.Module):
         """Frames per second (12.5 for the released model)."""
         return self._frame_rate
 
-    def train(self, mode: bool = True) -> MimiSpeechEncoder:
-        """A frozen encoder stays in eval mode."""
-        return super().train(mode and not self.frozen)
-
     def encoded_lengths(self, num_samples: Tensor) -> Tensor:
         """Frames for ``(B,)`` 16 kHz sample counts: ``ceil(S / hop)`` with ``S = ceil(N * 3 / 2)`` at 24 kHz."""
         resampled = self.resample.output_lengths(num_samples.long())
@@ -144,10 +139,6 @@ class MimiSpeechEncoder(nn.Module):
     def min_samples(self) -> int:
         """The fewest samples that give one frame: 1 (every clip is padded to whole frames)."""
         return 1
-
-    def resolved_config(self, cfg: dict[str, Any]) -> dict[str, Any]:
-        """``model.encoder`` with the architecture written out and ``pretrained`` cleared (for a ``.nemo``)."""
-        return {**cfg, "kind": "mimi", "pretrained": None, "config": dict(self.config)}
 
     def forward(self, audio: Tensor, audio_lens: Tensor) -> tuple[Tensor, Tensor]:
         """Encode a right-padded batch.

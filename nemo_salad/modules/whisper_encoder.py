@@ -35,6 +35,8 @@ import torch
 import torch.nn.functional as nnf
 from torch import Tensor, nn
 
+from nemo_salad.modules.hf_speech_encoder import HFSpeechEncoder
+
 __all__ = ["WHISPER_FIELDS", "WhisperLogMel", "WhisperSpeechEncoder", "build_whisper_encoder",
            "read_whisper_folder"]
 
@@ -97,7 +99,7 @@ class WhisperLogMel(nn.Module):
         return (torch.maximum(log_spec, peak - 8.0) + 4.0) / 4.0
 
 
-class WhisperSpeechEncoder(nn.Module):
+class WhisperSpeechEncoder(HFSpeechEncoder):
     """Whisper log-mel + ``WhisperEncoder``: ``(B, N)`` 16 kHz audio → ``(B, F, D)`` at 50 frames/s.
 
     Args:
@@ -113,7 +115,7 @@ class WhisperSpeechEncoder(nn.Module):
     (torch.Size([2, 50, 32]), [50, 25], 50.0)
     """
 
-    sample_rate = 16000
+    kind = "whisper"
 
     def __init__(self, config: dict[str, Any], freeze: bool = False, pad_to_window: bool = False) -> None:
         super().__init__()
@@ -130,10 +132,7 @@ class WhisperSpeechEncoder(nn.Module):
         self.mel = WhisperLogMel(n_mels=self.encoder.num_mel_bins, sample_rate=self.sample_rate)
         self.pad_to_window = bool(pad_to_window)
         self.window = 2 * self.encoder.max_source_positions  # mel frames per 30 s window
-        self.frozen = freeze
-        if freeze:
-            self.requires_grad_(False)
-            self.eval()
+        self.set_frozen(freeze)
 
     @property
     def output_dim(self) -> int:
@@ -145,10 +144,6 @@ class WhisperSpeechEncoder(nn.Module):
         """Encoder frames per second: 100 mel frames/s halved by the stride-2 convolution."""
         return self.sample_rate / self.mel.hop_length / 2
 
-    def train(self, mode: bool = True) -> WhisperSpeechEncoder:
-        """A frozen encoder stays in eval mode."""
-        return super().train(mode and not self.frozen)
-
     def encoded_lengths(self, num_samples: Tensor) -> Tensor:
         """Encoder frames for ``(B,)`` sample counts: ``ceil((N // 160) / 2)`` (``conv2``: kernel 3, stride 2,
         padding 1), in both padding settings."""
@@ -158,10 +153,6 @@ class WhisperSpeechEncoder(nn.Module):
     def min_samples(self) -> int:
         """The fewest samples that give one frame: one mel hop (160)."""
         return self.mel.hop_length
-
-    def resolved_config(self, cfg: dict[str, Any]) -> dict[str, Any]:
-        """``model.encoder`` with the architecture written out and ``pretrained`` cleared (for a ``.nemo``)."""
-        return {**cfg, "kind": "whisper", "pretrained": None, "config": dict(self.config)}
 
     def _windows(self, mel_lens: Tensor) -> tuple[int, int]:
         """``(size, count)``: mel frames per encoded window and windows per clip for this batch."""

@@ -10,6 +10,7 @@ import torch
 
 from nemo_salad.modules.mimi_encoder import MimiSpeechEncoder, SincResampler, build_mimi_encoder
 from nemo_salad.parts import pretrained as P
+from tests.helpers.encoders import assert_batch_equals_clips_alone
 from tests.helpers.tiny import TINY_ENCODERS
 
 TINY = TINY_ENCODERS["mimi_tiny"]["config"]
@@ -90,12 +91,7 @@ def test_batch_equals_clips_alone():
     torch.manual_seed(0)
     enc = MimiSpeechEncoder(TINY).double().eval()
     audio, lens = _clips([24000, 7000, 1919, 40000])
-    with torch.no_grad():
-        feats, out_lens = enc(audio.double(), lens)
-        for i, n in enumerate(lens.tolist()):
-            alone, alone_lens = enc(audio[i:i + 1, :n].double(), lens[i:i + 1])
-            assert int(alone_lens[0]) == int(out_lens[i]) == alone.shape[1]
-            assert torch.allclose(feats[i, : alone.shape[1]], alone[0], atol=1e-10), i
+    assert_batch_equals_clips_alone(enc, audio, lens)
     assert enc.min_samples() == 1 and int(enc.encoded_lengths(torch.tensor([1]))) == 1
     assert int(enc.encoded_lengths(torch.tensor([16000 * 8]))) == 100
 
