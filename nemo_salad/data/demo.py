@@ -2,13 +2,15 @@
 
 On first use :func:`prepare_demo` draws disjoint passages from the offline broad-domain text corpus
 (:func:`nemo_salad.data.text_corpus.offline_text_corpus`, benchmark items excluded), synthesizes the speech
-parts with the configured offline backend (piper ``en_US-joe-medium`` by default) into lhotse Shar, and writes
+parts with the configured offline backend (piper ``en_US-joe-medium`` by default) into lhotse Shar with word
+timings from Whisper (so the interleaved layout cuts the audio at spoken word boundaries), and writes
 the text-replay part as JSONL — all under ``$SALAD_CACHE/demo-<fingerprint>/``. Later runs reuse it; a killed
 preparation resumes (synthesis is resumable, the finished corpus is marked by ``DONE``).
 
 Config (``data.demo``)::
 
     backend: {name: piper}     # any synthesis backend config
+    word_aligner: whisper      # word timings stored with the speech (whisper | none), see synthesis/word_align.py
     n_train: 200               # spoken training utterances
     n_val: 24                  # spoken held-out utterances (F and M are measured on them)
     n_replay: 3000             # text-replay passages
@@ -33,8 +35,8 @@ from nemo_salad.parts.cache import cache_root, file_lock
 __all__ = ["DEMO_PARTS", "demo_dir", "demo_source", "prepare_demo"]
 
 DEMO_PARTS = ("speech_train", "speech_val", "text_replay")
-_DEFAULTS = {"backend": {"name": "piper"}, "n_train": 200, "n_val": 24, "n_replay": 3000, "min_words": 12,
-             "max_words": 36, "seed": 0}
+_DEFAULTS = {"backend": {"name": "piper"}, "word_aligner": "whisper", "n_train": 200, "n_val": 24, "n_replay": 3000,
+             "min_words": 12, "max_words": 36, "seed": 0}
 
 
 def _settings(cfg: Any) -> dict[str, Any]:
@@ -69,7 +71,7 @@ def _passages(settings: dict[str, Any]) -> dict[str, list[tuple[str, str]]]:
 
 def prepare_demo(cfg: Any) -> Path:
     """Build the demo corpus once (synthesis takes a few minutes on a CPU) and return its directory."""
-    from nemo_salad.synthesis import build_backend, synthesize_to_shar, text_cuts
+    from nemo_salad.synthesis import build_aligner, build_backend, synthesize_to_shar, text_cuts
 
     settings = _settings(cfg)
     root = demo_dir(settings)
@@ -85,8 +87,9 @@ def prepare_demo(cfg: Any) -> Path:
             for item_id, text in parts["text_replay"]:
                 out.write(json.dumps({"id": item_id, "text": text}) + "\n")
         backend = build_backend(settings["backend"])
+        aligner = build_aligner(settings["word_aligner"])
         for part in ("speech_val", "speech_train"):
-            synthesize_to_shar(text_cuts(parts[part], source="demo"), backend, root / part)
+            synthesize_to_shar(text_cuts(parts[part], source="demo"), backend, root / part, aligner=aligner)
         (root / "DONE").write_text("complete\n")
     return root
 

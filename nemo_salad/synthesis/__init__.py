@@ -30,6 +30,7 @@ from nemo_salad.synthesis.backends import (
 from nemo_salad.synthesis.cuts import read_text_items, text_cuts
 from nemo_salad.synthesis.shar_store import load_synthesized, shar_fields
 from nemo_salad.synthesis.text import validate_text
+from nemo_salad.synthesis.word_align import WhisperWordAligner, WordAligner, build_aligner
 from nemo_salad.synthesis.writer import SynthesisReport, synthesize_to_shar
 
 __all__ = [
@@ -43,6 +44,9 @@ __all__ = [
     "TTSBackend",
     "Transcriber",
     "WhisperTranscriber",
+    "WhisperWordAligner",
+    "WordAligner",
+    "build_aligner",
     "build_backend",
     "character_error_rate",
     "load_synthesized",

@@ -14,6 +14,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from nemo_salad.synthesis.asr_filter import CERFilter, NeMoTranscriber, WhisperTranscriber
 from nemo_salad.synthesis.backends import build_backend
 from nemo_salad.synthesis.cuts import read_text_items, text_cuts
+from nemo_salad.synthesis.word_align import build_aligner
 from nemo_salad.synthesis.writer import SynthesisReport, synthesize_to_shar
 
 __all__ = ["ASRFilterConfig", "SynthesizeConfig", "build_asr_filter", "load_input", "run_synthesis"]
@@ -45,6 +46,7 @@ class SynthesizeConfig:
     sample_rate: int = 16000
     max_chars: int = 600
     progress: bool = True
+    word_aligner: str = "none"  # "whisper": word timings from Whisper word timestamps (see word_align.py)
     asr_filter: ASRFilterConfig = field(default_factory=ASRFilterConfig)
 
 
@@ -103,4 +105,4 @@ def run_synthesis(cfg: SynthesizeConfig | DictConfig | dict[str, Any]) -> Synthe
     return synthesize_to_shar(cuts, build_backend(conf.backend), conf.out_dir, batch_size=conf.batch_size,
                               shard_size=conf.shard_size, sample_rate=conf.sample_rate,
                               asr_filter=build_asr_filter(conf.asr_filter), max_chars=conf.max_chars,
-                              progress=conf.progress, voice=conf.voice)
+                              progress=conf.progress, voice=conf.voice, aligner=build_aligner(conf.word_aligner))

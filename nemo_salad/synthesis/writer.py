@@ -3,8 +3,10 @@
 Items are read in windows of ``shard_size``; a window is sorted by text length (longest first), synthesized in
 batches of ``batch_size``, resampled to ``sample_rate`` mono, optionally ASR-checked, and committed as one shard
 (see :mod:`nemo_salad.synthesis.shar_store`). A rerun after a kill skips every id of a committed shard - written
-or dropped - and redoes the rest, so no id is lost or duplicated. A rerun must use the same settings: ids dropped
-earlier (bad text, high CER) stay dropped.
+or dropped - and redoes the rest, so no id is lost or duplicated. With a word aligner (e.g.
+:class:`~nemo_salad.synthesis.word_align.WhisperWordAligner`) each written supervision carries a lhotse word
+alignment; an item it cannot align is written without one and named in the report's ``unaligned``. A rerun
+must use the same settings: ids dropped earlier (bad text, high CER) stay dropped.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from nemo_salad.synthesis.backends.base import TTSBackend
 from nemo_salad.synthesis.cuts import cut_text
 from nemo_salad.synthesis.shar_store import ShardBuilder, output_lock, scan_output
 from nemo_salad.synthesis.text import validate_text
+from nemo_salad.synthesis.word_align import WordAligner
 
 __all__ = ["CER_ABOVE_THRESHOLD", "DUPLICATE_ID", "EMPTY_AUDIO", "SYNTHESIS_ERROR", "SynthesisReport",
            "synthesize_to_shar"]
@@ -56,6 +59,8 @@ class SynthesisReport:
         n_resumed (int): input ids already committed by an earlier run (not redone).
         n_shards (int): shards committed by this run.
         provenance (dict[str, str]): the backend's provenance.
+        n_aligned (int): written cuts that carry a word alignment.
+        unaligned (list[str]): ids of written cuts the word aligner could not align (stored without one).
     """
 
     n_written: int = 0
@@ -68,6 +73,8 @@ class SynthesisReport:
     n_resumed: int = 0
     n_shards: int = 0
     provenance: dict[str, str] = dataclasses.field(default_factory=dict)
+    n_aligned: int = 0
+    unaligned: list[str] = dataclasses.field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -84,8 +91,10 @@ class _Run:
     """State of one writer run: the backend, counters, progress bar."""
 
     def __init__(self, backend: TTSBackend, out_dir: Path, batch_size: int, sample_rate: int,
-                 asr_filter: CERFilter | None, voice: str | None, pbar: Any) -> None:
+                 asr_filter: CERFilter | None, voice: str | None, pbar: Any,
+                 aligner: WordAligner | None = None) -> None:
         self.backend, self.out_dir, self.batch_size, self.sample_rate = backend, out_dir, batch_size, sample_rate
+        self.aligner = aligner
         self.asr_filter, self.voice, self.pbar = asr_filter, voice, pbar
         self.skipped: Counter[str] = Counter()
         self.report = SynthesisReport()
@@ -155,6 +164,7 @@ class _Run:
         scores: list[tuple[float, str, bool] | None] = [None] * len(ready)
         if self.asr_filter is not None and ready:
             scores = list(self.asr_filter.score([w for _, _, w in ready], [t for _, t, _ in ready], self.sample_rate))
+        kept: list[tuple[Any, str, np.ndarray, dict[str, Any]]] = []
         for (cut, text, wave), score in zip(ready, scores, strict=True):
             custom = dict(self.custom)
             custom.setdefault("source_id", (cut.custom or {}).get("source_id", cut.id))
@@ -167,7 +177,20 @@ class _Run:
                     shard.drop(cut.id, CER_ABOVE_THRESHOLD, cer=round(cer, 4), asr_text=hypothesis)
                     continue
                 custom.update(asr_cer=round(cer, 4), asr_text=hypothesis)
-            shard.add(cut, wave, self.sample_rate, text, custom)
+            kept.append((cut, text, wave, custom))
+        alignments: list[Any] = [None] * len(kept)
+        if self.aligner is not None and kept:
+            alignments = self.aligner.align([w for _, _, w, _ in kept], [t for _, t, _, _ in kept], self.sample_rate)
+        for (cut, text, wave, custom), alignment in zip(kept, alignments, strict=True):
+            if self.aligner is not None:
+                custom["word_aligner"] = self.aligner.name
+                if alignment is None:
+                    self.report.unaligned.append(cut.id)
+                    log.warning("no word alignment for %r: %s did not recognise enough of %r", cut.id,
+                                self.aligner.name, text[:80])
+                else:
+                    self.report.n_aligned += 1
+            shard.add(cut, wave, self.sample_rate, text, custom, alignment=alignment)
             self.report.n_written += 1
             self.report.audio_seconds += wave.shape[0] / self.sample_rate
         self.progress(len(batch))
@@ -206,7 +229,7 @@ def _progress_bar(cuts: Iterable[Any], enabled: bool) -> Any:
 def synthesize_to_shar(cuts: CutSet | Iterable[Any], backend: TTSBackend, out_dir: str | Path, *,
                        batch_size: int = 8, shard_size: int = 500, sample_rate: int = 16000,
                        asr_filter: CERFilter | None = None, max_chars: int = 600, progress: bool = True,
-                       voice: str | None = None) -> SynthesisReport:
+                       voice: str | None = None, aligner: WordAligner | None = None) -> SynthesisReport:
     """Synthesize the text of every cut into lhotse Shar shards in ``out_dir`` (resumable).
 
     Args:
@@ -221,6 +244,8 @@ def synthesize_to_shar(cuts: CutSet | Iterable[Any], backend: TTSBackend, out_di
         max_chars (int): longer texts are skipped as ``too_long``. Default: 600.
         progress (bool): show a tqdm bar with items/s and real-time factor. Default: True.
         voice (str | None): passed to ``backend.synthesize`` and stored as ``tts_voice``. Default: None.
+        aligner (WordAligner | None): stores word timings in each supervision's ``alignment["word"]`` (name in
+            the cut's ``word_aligner`` field); ``None`` stores none. Default: None.
 
     Returns:
         SynthesisReport: counts and speed of this run (also in ``out_dir/report.json``).
@@ -246,7 +271,7 @@ def synthesize_to_shar(cuts: CutSet | Iterable[Any], backend: TTSBackend, out_di
     try:
         with output_lock(out_dir):
             state = scan_output(out_dir)
-            run = _Run(backend, out_dir, int(batch_size), int(sample_rate), asr_filter, voice, pbar)
+            run = _Run(backend, out_dir, int(batch_size), int(sample_rate), asr_filter, voice, pbar, aligner)
             index = state.next_shard
             window: list[tuple[Any, str]] = []
             drops: list[tuple[str, str]] = []
@@ -280,4 +305,7 @@ def synthesize_to_shar(cuts: CutSet | Iterable[Any], backend: TTSBackend, out_di
     log.info("synthesized %d items (%.1f s audio, RTF %.3f) into %s; skipped %s, filtered %d, resumed %d",
              report.n_written, report.audio_seconds, report.rtf, out_dir, report.n_skipped, report.n_filtered,
              report.n_resumed)
+    if report.unaligned:
+        log.warning("%d of %d written items have no word alignment (%s): %s", len(report.unaligned),
+                    report.n_written, out_dir, report.unaligned[:20])
     return report
