@@ -10,6 +10,11 @@ Unusable cuts never stop training: a missing or unreadable audio file, an empty 
 the audio file, and returned in ``batch["skipped"]`` for the model to count per source (``batch["source"]``,
 see :mod:`nemo_salad.data.skips`).
 
+A speech cut without a word alignment is laid out with proportional word times when
+``layout.alignment_fallback=proportional``: its id goes to ``batch["proportional"]`` (the model logs the running
+count as ``train/proportional_cuts``) and the dataset logs a warning with its count on the first such cut and
+every ``PROPORTIONAL_WARN_EVERY`` after.
+
 Batch legend: ``C`` speech clips (one per speech span), ``N`` samples of the longest clip.
 """
 
@@ -23,12 +28,14 @@ import torch
 from lhotse import CutSet
 from nemo.utils import logging
 
-from nemo_salad.data.layout import LayoutConfig, plan_spans, word_timings
+from nemo_salad.data.layout import LayoutConfig, has_word_alignment, plan_spans, word_timings
 from nemo_salad.data.sampler import SOURCE_ATTR
 from nemo_salad.modules.splice import Segment
 from nemo_salad.parts.audio_checks import audio_problem
 
-__all__ = ["SaladDataset", "SkipSample"]
+__all__ = ["PROPORTIONAL_WARN_EVERY", "SaladDataset", "SkipSample"]
+
+PROPORTIONAL_WARN_EVERY = 1000
 
 
 class SkipSample(Exception):
@@ -57,7 +64,8 @@ class SaladDataset(torch.utils.data.Dataset):
             own, see :data:`~nemo_salad.data.sampler.SOURCE_ATTR`). Default: None.
 
     Returns (per batch): ``audio (C, N)``, ``audio_lens (C,)``, ``segments`` (per sample), ``sample_ids``,
-    ``skipped`` (list of ``(cut id, reason)``), ``source`` (str | None).
+    ``skipped`` (list of ``(cut id, reason)``), ``proportional`` (ids of the used speech cuts laid out with
+    proportional word times), ``source`` (str | None).
     """
 
     def __init__(self, tokenizer: Any, layout: LayoutConfig | None = None, sample_rate: int = 16000,
@@ -67,6 +75,17 @@ class SaladDataset(torch.utils.data.Dataset):
         self.layout = layout or LayoutConfig()
         self.sample_rate, self.min_samples = sample_rate, min_samples
         self.max_duration, self.max_text_tokens, self.seed = max_duration, max_text_tokens, seed
+        self.n_proportional = 0  # cuts laid out with proportional word times by this process
+
+    def _count_proportional(self, cut_ids: list[str], source: str | None) -> None:
+        """Warn on the first cut laid out with proportional word times, then every ``PROPORTIONAL_WARN_EVERY``."""
+        before = self.n_proportional
+        self.n_proportional += len(cut_ids)
+        every = PROPORTIONAL_WARN_EVERY
+        if cut_ids and (before == 0 or before // every != self.n_proportional // every):
+            logging.warning(f"{self.n_proportional} cut(s) (this batch: source {source!r}) so far have no word "
+                            f"alignment and were laid out with proportional word times (e.g. {cut_ids[0]}); add "
+                            "alignments (examples/salad_align.py) or set layout.alignment_fallback=skip")
 
     def _encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False).input_ids
@@ -118,7 +137,7 @@ class SaladDataset(torch.utils.data.Dataset):
         return segments
 
     def __getitem__(self, cuts: CutSet) -> dict[str, Any]:
-        samples, ids, clips, skipped = [], [], [], []
+        samples, ids, clips, skipped, proportional = [], [], [], [], []
         for cut in cuts:
             try:
                 segments = self._speech_sample(cut, clips) if cut.has_recording else self._text_sample(cut)
@@ -128,9 +147,13 @@ class SaladDataset(torch.utils.data.Dataset):
                 continue
             samples.append(segments)
             ids.append(cut.id)
+            if cut.has_recording and not has_word_alignment(cut):
+                proportional.append(cut.id)
+        source = getattr(cuts, SOURCE_ATTR, None) or self.source
+        self._count_proportional(proportional, source)
         lens = torch.tensor([len(c) for c in clips], dtype=torch.long)
         audio = torch.zeros(len(clips), int(lens.max()) if len(clips) else 0)
         for i, clip in enumerate(clips):
             audio[i, : len(clip)] = clip
         return {"audio": audio, "audio_lens": lens, "segments": samples, "sample_ids": ids, "skipped": skipped,
-                "source": getattr(cuts, SOURCE_ATTR, None) or self.source}
+                "proportional": proportional, "source": source}

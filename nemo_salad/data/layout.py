@@ -6,11 +6,13 @@
   paper: 10–30 text and 5–15 speech words, a single source, UNCONFIRMED — hence configurable).
 * ``mixed`` — ``prefix`` with probability ``prefix_prob``, else ``interleaved``.
 
-Word times come from the supervision's word alignment when it has one. Otherwise, with
-``alignment_fallback: proportional``, times are spread over the supervision in proportion to character
-counts — adequate for synthetic speech with a steady speaking rate, approximate for natural speech — or, with
-``alignment_fallback: skip``, the utterance is skipped. All randomness comes from ``rng``: the dataset seeds it
-from the cut id, so a sample's plan does not depend on the worker that builds it.
+Word times come from the supervision's word alignment when it has one (synthesized corpora store Whisper word
+timings, :mod:`nemo_salad.synthesis.word_align`; natural speech gets them by CTC forced alignment,
+:mod:`nemo_salad.data.align`). Otherwise, with ``alignment_fallback: proportional``, times are spread over the
+supervision in proportion to character counts — a fallback that can cut the audio mid-word, so the dataset
+counts and reports every cut laid out this way — or, with ``alignment_fallback: skip``, the utterance is skipped.
+All randomness comes from ``rng``: the dataset seeds it from the cut id, so a sample's plan does not depend on the
+worker that builds it.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["LayoutConfig", "Span", "Word", "plan_spans", "word_timings"]
+__all__ = ["LayoutConfig", "Span", "Word", "has_word_alignment", "plan_spans", "word_timings"]
 
 
 @dataclass
@@ -80,6 +82,18 @@ class Span:
     @property
     def text(self) -> str:
         return " ".join(w.text for w in self.words)
+
+
+def has_word_alignment(cut: Any) -> bool:
+    """Whether the cut's first supervision carries a non-empty lhotse word alignment.
+
+    >>> from lhotse import MonoCut, SupervisionSegment
+    >>> has_word_alignment(MonoCut("c", 0, 2.0, 0, supervisions=[SupervisionSegment("s", "r", 0, 2.0, text="ab")]))
+    False
+    """
+    if not cut.supervisions:
+        return False
+    return bool((cut.supervisions[0].alignment or {}).get("word"))
 
 
 def word_timings(cut: Any, fallback: str = "proportional") -> list[Word] | None:

@@ -99,6 +99,7 @@ class SaladModel(ModelPT):
             raise ValueError(f"model.on_bad_sample={self.on_bad_sample!r}; expected 'error' or 'skip'")
         self.skipped: Counter[str] = Counter()  # reason -> count, for on_bad_sample=skip
         self.data_skipped = 0  # samples the data pipeline dropped (reasons are logged where they happen)
+        self.data_proportional = 0  # speech samples laid out with proportional word times (no alignment)
         self._min_samples: int | None = None
         loss_cfg = dict(cfg.get("loss") or {})
         self.loss = DistillationLoss(alpha=float(loss_cfg.get("alpha", 1.0)),
@@ -384,6 +385,7 @@ class SaladModel(ModelPT):
     def _count_data_skips(self, batch: dict[str, Any]) -> None:
         """Count the batch's skipped items; the datamodule's monitor stops the run when a source is unusable."""
         self.data_skipped += len(batch.get("skipped") or [])
+        self.data_proportional += len(batch.get("proportional") or [])
         monitor = getattr(getattr(self._trainer, "datamodule", None), "skip_monitor", None)
         if monitor is not None:
             monitor.update(batch.get("source"), len(batch["segments"]), batch.get("skipped") or [])
@@ -395,6 +397,7 @@ class SaladModel(ModelPT):
         out = self.compute_loss(batch)
         n = len(batch["segments"])
         self.log("train/skipped", float(self.data_skipped + sum(self.skipped.values())), batch_size=max(n, 1))
+        self.log("train/proportional_cuts", float(self.data_proportional), batch_size=max(n, 1))
         if out is None:
             return None if batch_idx is not None else self._zero_touching(self.network)
         self.log_dict({"train/loss": out.loss.detach(), "train/kd": out.kd, "train/nll": out.nll,

@@ -117,3 +117,22 @@ def test_audio_at_other_rates_is_resampled(tmp_path, tiny_tokenizer):
     batch = SaladDataset(tiny_tokenizer, LayoutConfig(kind="prefix"))[CutSet.from_cuts([cut])]
     assert batch["skipped"] == [] and torch.isfinite(batch["audio"]).all()
     assert abs(int(batch["audio_lens"].sum()) - SR * cut.duration * 3 / 7) < 0.5 * SR  # roughly 3 of 7 words
+
+
+def test_cuts_laid_out_with_proportional_times_are_counted_and_logged(tmp_path, tiny_tokenizer, caplog):
+    from lhotse.supervision import AlignmentItem
+
+    cuts = list(tone_cuts(random_sentences(4, seed=3), tmp_path))
+    aligned = cuts[0].supervisions[0]
+    aligned.alignment = {"word": [AlignmentItem(w.text, w.start, w.end - w.start) for w in word_timings(cuts[0])]}
+    ds = SaladDataset(tiny_tokenizer, LayoutConfig(kind="interleaved", text_words=(2, 3), speech_words=(2, 3)),
+                      source="tones")
+    with caplog.at_level(logging.WARNING):
+        first = ds[CutSet.from_cuts(cuts[:2])]
+        second = ds[CutSet.from_cuts(cuts[2:])]
+    assert first["proportional"] == ["utt1"] and second["proportional"] == ["utt2", "utt3"]
+    assert ds.n_proportional == 3
+    warnings = [r.message for r in caplog.records if "proportional word times" in r.message]
+    assert len(warnings) == 1 and "1 cut(s) (this batch: source 'tones')" in warnings[0]  # first one, then every 1000
+    assert SaladDataset(tiny_tokenizer, LayoutConfig(alignment_fallback="skip"))[
+        CutSet.from_cuts(cuts[1:2])]["proportional"] == []

@@ -68,6 +68,7 @@ def test_a_few_bad_items_are_skipped_and_counted(tone_corpus, tmp_path):
     totals = data.skip_monitor.totals()["speech"]
     assert totals["skipped"] >= 2 and totals["used"] >= 18  # every training file was read at least once
     assert trainer.logged_metrics["train/skipped"] == totals["skipped"]
+    assert trainer.logged_metrics["train/proportional_cuts"] == totals["used"]  # tone cuts carry no alignment
     assert trainer.logged_metrics["val/skipped"] == 3.0
     (metrics,) = trainer.validate(model, datamodule=data)
     assert metrics["val/skipped"] == 3.0 and metrics["val/misalignment"] > 0
