@@ -155,12 +155,12 @@ class SafeSaveRestoreConnector(SaveRestoreConnector):
                      validate_access_integrity: bool = True) -> Any:
         """NeMo's restore, or, for an archive saved under tensor parallelism, the model built from the archived
         config at this process's tensor-parallel size with the distributed checkpoint's weights."""
-        check_archive_members(restore_path)
-        if return_config or not _has_dist_weights(restore_path):
+        if return_config or not _has_dist_weights(restore_path):  # NeMo's restore checks the members (see above)
             return super().restore_from(calling_cls, restore_path, override_config_path, map_location, strict,
                                         return_config, trainer, validate_access_integrity)
         from nemo_salad.models.dist_checkpoint import load_distributed
 
+        check_archive_members(restore_path)
         with tempfile.TemporaryDirectory() as tmpdir:
             self._unpack_nemo_file(path2file=str(restore_path), out_folder=tmpdir)
             conf = override_config_path if override_config_path is not None else Path(tmpdir) / self.model_config_yaml
