@@ -7,10 +7,18 @@ timings from Whisper (so the interleaved layout cuts the audio at spoken word bo
 the text-replay part as JSONL — all under ``$SALAD_CACHE/demo-<fingerprint>/``. Later runs reuse it; a killed
 preparation resumes (synthesis is resumable, the finished corpus is marked by ``DONE``).
 
+With ``workers > 1`` each spoken part is cut into that many contiguous slices, synthesized by as many processes
+(one CPU thread each for the TTS engine and the aligner) into ``<part>/w<i>`` and read back in slice order: the same
+cuts as from one process (each writer orders a shard by text length, so the order within a part may differ;
+the sampler shuffles anyway). The number of slices is fixed in ``<part>/plan.json`` when a part
+is started, so a resumed preparation continues the same slices whatever ``workers`` says then.
+
 Config (``data.demo``)::
 
     backend: {name: piper}     # any synthesis backend config
     word_aligner: whisper      # word timings stored with the speech (whisper | none), see synthesis/word_align.py
+    sources: null              # names of offline text sources (text_corpus.TEXT_SOURCES); null = all
+    workers: 1                 # synthesis processes (not part of the cache key; the corpus is the same)
     n_train: 200               # spoken training utterances
     n_val: 24                  # spoken held-out utterances (F and M are measured on them)
     n_replay: 3000             # text-replay passages
@@ -23,7 +31,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +47,9 @@ from nemo_salad.parts.cache import cache_root, file_lock
 __all__ = ["DEMO_PARTS", "demo_dir", "demo_source", "prepare_demo"]
 
 DEMO_PARTS = ("speech_train", "speech_val", "text_replay")
-_DEFAULTS = {"backend": {"name": "piper"}, "word_aligner": "whisper", "n_train": 200, "n_val": 24, "n_replay": 3000,
-             "min_words": 12, "max_words": 36, "seed": 0}
+_DEFAULTS = {"backend": {"name": "piper"}, "word_aligner": "whisper", "sources": None, "workers": 1, "n_train": 200,
+             "n_val": 24, "n_replay": 3000, "min_words": 12, "max_words": 36, "seed": 0}
+_NOT_IN_KEY = ("workers",)  # settings that do not change the corpus
 
 
 def _settings(cfg: Any) -> dict[str, Any]:
@@ -44,24 +57,39 @@ def _settings(cfg: Any) -> dict[str, Any]:
     unknown = sorted(set(given) - set(_DEFAULTS))
     if unknown:
         raise ValueError(f"data.demo: unknown key(s) {unknown}; expected a subset of {sorted(_DEFAULTS)}")
-    return {**_DEFAULTS, **given}
+    settings = {**_DEFAULTS, **given}
+    if not isinstance(settings["workers"], int) or settings["workers"] < 1:
+        raise ValueError(f"data.demo.workers={settings['workers']!r}; expected an integer >= 1")
+    if settings["sources"] is not None and (isinstance(settings["sources"], str) or not settings["sources"]):
+        raise ValueError(f"data.demo.sources={settings['sources']!r}; expected null or a non-empty list of names")
+    return settings
+
+
+def _key(settings: dict[str, Any]) -> dict[str, Any]:
+    """The settings that define the corpus (``sources: null`` is left out, so older caches keep their key)."""
+    return {k: v for k, v in settings.items()
+            if k not in _NOT_IN_KEY and not (k == "sources" and v is None)}
 
 
 def demo_dir(cfg: Any) -> Path:
     """Cache directory of the demo corpus described by ``cfg`` (one per distinct setting)."""
     settings = _settings(cfg)
-    digest = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
+    digest = hashlib.sha1(json.dumps(_key(settings), sort_keys=True).encode()).hexdigest()[:10]
     return cache_root() / f"demo-{digest}"
 
 
 def _passages(settings: dict[str, Any]) -> dict[str, list[tuple[str, str]]]:
     from nemo_salad.data.text_corpus import offline_text_corpus
 
-    docs = offline_text_corpus(min_words=int(settings["min_words"]), max_words=int(settings["max_words"]),
+    sources = settings["sources"]
+    docs = offline_text_corpus(sources=None if sources is None else list(sources),
+                               min_words=int(settings["min_words"]), max_words=int(settings["max_words"]),
                                seed=int(settings["seed"]))
     need = int(settings["n_train"]) + int(settings["n_val"]) + int(settings["n_replay"])
     if len(docs) < need:
-        raise ValueError(f"data.demo asks for {need} passages; the offline corpus has {len(docs)}")
+        raise ValueError(f"data.demo asks for {need} passages (n_train + n_val + n_replay); the offline corpus "
+                         f"(sources {sources or 'all'}, {settings['min_words']}-{settings['max_words']} words) has "
+                         f"{len(docs)}")
     order = list(range(len(docs)))
     random.Random(int(settings["seed"])).shuffle(order)
     picked = [(docs[i].id, docs[i].text) for i in order[:need]]
@@ -71,8 +99,6 @@ def _passages(settings: dict[str, Any]) -> dict[str, list[tuple[str, str]]]:
 
 def prepare_demo(cfg: Any) -> Path:
     """Build the demo corpus once (synthesis takes a few minutes on a CPU) and return its directory."""
-    from nemo_salad.synthesis import build_aligner, build_backend, synthesize_to_shar, text_cuts
-
     settings = _settings(cfg)
     root = demo_dir(settings)
     if (root / "DONE").is_file():
@@ -82,16 +108,94 @@ def prepare_demo(cfg: Any) -> Path:
         if (root / "DONE").is_file():
             return root
         parts = _passages(settings)
-        (root / "settings.json").write_text(json.dumps(settings, indent=2, sort_keys=True))
-        with open(root / "text_replay.jsonl", "w", encoding="utf-8") as out:
+        (root / "settings.json").write_text(json.dumps(_key(settings), indent=2, sort_keys=True))
+        tmp = root / "text_replay.jsonl.tmp"
+        with open(tmp, "w", encoding="utf-8") as out:
             for item_id, text in parts["text_replay"]:
                 out.write(json.dumps({"id": item_id, "text": text}) + "\n")
-        backend = build_backend(settings["backend"])
-        aligner = build_aligner(settings["word_aligner"])
+        tmp.replace(root / "text_replay.jsonl")
         for part in ("speech_val", "speech_train"):
-            synthesize_to_shar(text_cuts(parts[part], source="demo"), backend, root / part, aligner=aligner)
+            _synthesize_part(root / part, parts[part], settings)
         (root / "DONE").write_text("complete\n")
     return root
+
+
+def _slices(out: Path, n_items: int, workers: int) -> int:
+    """The number of slices of a part: fixed in ``plan.json`` when the part is first started."""
+    plan = out / "plan.json"
+    if plan.is_file():
+        return int(json.loads(plan.read_text())["slices"])
+    if any(out.glob("*.tar")) or any(out.glob("cuts.*")):
+        return 0  # started by a version that wrote one directory per part
+    n = max(1, min(workers, n_items))
+    out.mkdir(parents=True, exist_ok=True)
+    plan.write_text(json.dumps({"slices": n, "items": n_items}))
+    return n
+
+
+def _synthesize_slice(items: list[tuple[str, str]], out: str, backend_cfg: dict[str, Any], aligner_name: str | None,
+                      single_thread: bool, progress: bool) -> None:
+    """One process's share: synthesize ``items`` into ``out`` (resumable)."""
+    from nemo_salad.synthesis import build_aligner, build_backend, synthesize_to_shar, text_cuts
+
+    cfg, aligner_kwargs = dict(backend_cfg), {}
+    if single_thread:
+        if cfg.get("name") == "piper":
+            cfg.setdefault("num_threads", 1)
+        if aligner_name == "whisper":
+            aligner_kwargs["cpu_threads"] = 1
+        import torch
+
+        torch.set_num_threads(1)
+    synthesize_to_shar(text_cuts(items, source="demo"), build_backend(cfg), out,
+                       aligner=build_aligner(aligner_name, **aligner_kwargs), progress=progress)
+
+
+def _synthesize_part(out: Path, items: list[tuple[str, str]], settings: dict[str, Any]) -> None:
+    """Synthesize one spoken part, in ``workers`` processes when asked (see the module docstring)."""
+    n = _slices(out, len(items), int(settings["workers"]))
+    backend, aligner = settings["backend"], settings["word_aligner"]
+    if n == 0:
+        _synthesize_slice(items, str(out), backend, aligner, single_thread=False, progress=True)
+        return
+    bounds = [len(items) * i // n for i in range(n + 1)]
+    jobs = [(items[bounds[i]:bounds[i + 1]], str(out / f"w{i}")) for i in range(n)]
+    if n == 1:
+        _synthesize_slice(*jobs[0], backend, aligner, single_thread=False, progress=True)
+        return
+    _run_workers(out, jobs, backend, aligner)
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _run_workers(out: Path, jobs: list[tuple[list[tuple[str, str]], str]], backend: dict[str, Any],
+                 aligner: str | None) -> None:
+    """One ``python -m nemo_salad.data.demo <job.json>`` process per slice (a fresh interpreter, whatever the main
+    script); worker 0 shows its progress bar, the others log to ``<part>/w<i>.log``. A worker that dies stops
+    the preparation with its log named (its slice resumes on the next run)."""
+    procs = []
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    for i, (items, path) in enumerate(jobs):
+        spec = out / f"w{i}.job.json"
+        spec.write_text(json.dumps({"items": items, "out": path, "backend": backend, "aligner": aligner,
+                                    "progress": i == 0}))
+        log_path = out / f"w{i}.log"
+        with open(log_path, "w") as log_file:
+            procs.append((subprocess.Popen([sys.executable, "-m", "nemo_salad.data.demo", str(spec)], env=env,
+                                           stdout=None if i == 0 else log_file, stderr=None if i == 0 else log_file,
+                                           preexec_fn=_die_with_parent), log_path))
+    failed = [(i, proc.wait(), log) for i, (proc, log) in enumerate(procs)]
+    failed = [f for f in failed if f[1] != 0]
+    if failed:
+        raise RuntimeError("demo corpus synthesis: worker(s) failed: " + "; ".join(
+            f"w{i} exit {rc} (log {log if i else 'above'})" for i, rc, log in failed) + ". Rerun to resume.")
 
 
 def demo_source(part: str, cfg: Any) -> CutSet:
@@ -102,6 +206,7 @@ def demo_source(part: str, cfg: Any) -> CutSet:
     """
     from nemo_salad.data.sources import read_replay_texts
     from nemo_salad.synthesis import load_synthesized
+    from nemo_salad.synthesis.shar_store import shar_fields
 
     if part not in DEMO_PARTS:
         raise ValueError(f"demo source {part!r}; expected one of {DEMO_PARTS}")
@@ -110,4 +215,18 @@ def demo_source(part: str, cfg: Any) -> CutSet:
     root = prepare_demo(cfg)
     if part == "text_replay":
         return read_replay_texts(root / "text_replay.jsonl")
-    return load_synthesized(root / part)
+    slices = sorted((d for d in (root / part).glob("w[0-9]*") if d.is_dir() and d.name[1:].isdigit()),
+                    key=lambda d: int(d.name[1:]))
+    if not slices:  # one directory per part (older layout)
+        return load_synthesized(root / part)
+    fields: dict[str, list[str]] = {}
+    for d in slices:  # one lazy CutSet over every slice's shards, in slice order
+        for name, paths in shar_fields(d).items():
+            fields.setdefault(name, []).extend(paths)
+    return CutSet.from_shar(fields=fields) if fields.get("cuts") else CutSet()
+
+
+if __name__ == "__main__":  # one synthesis worker of _run_workers
+    _job = json.loads(Path(sys.argv[1]).read_text())
+    _synthesize_slice([tuple(x) for x in _job["items"]], _job["out"], _job["backend"], _job["aligner"],
+                      single_thread=True, progress=bool(_job["progress"]))
