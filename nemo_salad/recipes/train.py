@@ -16,7 +16,7 @@ from nemo.utils import logging
 from nemo.utils.exp_manager import exp_manager
 from omegaconf import DictConfig, OmegaConf
 
-from nemo_salad.callbacks import ActiveSelectionCallback, ExactResume, GapReport, PreDecayCheckpoint
+from nemo_salad.callbacks import ActiveSelectionCallback, ExactResume, GapReport, PreDecayCheckpoint, RunReport
 from nemo_salad.data.datamodule import SaladDataModule
 from nemo_salad.models.salad import SaladModel
 from nemo_salad.parts.checkpoint_io import SafeCheckpointIO
@@ -58,6 +58,9 @@ def build(cfg: DictConfig) -> tuple[pl.Trainer, SaladModel, SaladDataModule]:
     decay = float((cfg.model.get("optim") or {}).get("decay_fraction", 0.2))
     trainer.callbacks.append(PreDecayCheckpoint(Path(log_dir or ".") / "checkpoints", str(cfg.get("name", "salad")),
                                                 decay))
+    if cfg.get("report"):
+        gap = next(cb for cb in trainer.callbacks if isinstance(cb, GapReport))
+        trainer.callbacks.append(run_report_callback(cfg.report, gap, Path(log_dir or ".")))
     model = SaladModel(cfg.model, trainer=trainer)  # under MegatronStrategy, built later in configure_model
     if cfg.get("init_from") and not trainer.ckpt_path:
         model.init_from = str(cfg.init_from)  # loaded right after the build (now, or in configure_model)
@@ -69,6 +72,27 @@ def build(cfg: DictConfig) -> tuple[pl.Trainer, SaladModel, SaladDataModule]:
                            clip_grad=cfg.trainer.get("gradient_clip_val")).connect(model)
     data = SaladDataModule(cfg.data, model.tokenizer, min_samples=model.min_audio_samples)
     return trainer, model, data
+
+
+def run_report_callback(report: DictConfig, gap: GapReport, out_dir: Path) -> RunReport:
+    """The start/end spoken-benchmark report from a ``report`` config section (see ``conf/stage1.yaml``)."""
+    from nemo_salad.evaluation.harness import ScoringSettings
+    from nemo_salad.evaluation.spoken import SynthesizedSpeech, TranscriptOnlySpeech
+    from nemo_salad.synthesis import build_backend
+
+    rep = OmegaConf.to_container(report, resolve=True)
+    unknown = sorted(set(rep) - {"benchmarks", "n_items", "every_n_val", "seed", "tts", "scoring", "data"})
+    if unknown:
+        raise ValueError(f"report: unknown key(s) {unknown}; expected benchmarks, n_items, every_n_val, seed, tts, "
+                         "scoring, data")
+    tts = rep.get("tts") or {"name": "piper"}
+    speech = (TranscriptOnlySpeech() if tts.get("name") == "transcript"
+              else SynthesizedSpeech(build_backend(tts), progress=True))
+    return RunReport(gap, speech,
+                     benchmarks=rep.get("benchmarks") or ("arc_easy", "copa"), n_items=int(rep.get("n_items", 100)),
+                     settings=ScoringSettings(**(rep.get("scoring") or {})),
+                     every_n_val=int(rep.get("every_n_val", 0)), seed=int(rep.get("seed", 0)),
+                     data=rep.get("data"), out_dir=out_dir)
 
 
 def active_selection_callback(sel: DictConfig) -> ActiveSelectionCallback:

@@ -196,7 +196,20 @@ def training_config_problems(cfg: DictConfig | Mapping[str, Any]) -> list[str]:
     _check_data(c, _section(cfg, "data"))
     _check_trainer(c, _section(cfg, "trainer"))
     c.number(_section(cfg, "active_selection"), "weight", "active_selection.", 0.0, lo_open=True)
+    _check_report(c, _section(cfg, "report"))
     return c.problems
+
+
+def _check_report(c: _Checker, report: Mapping[str, Any]) -> None:
+    p = "report."
+    c.number(report, "n_items", p, 1, integer=True)
+    c.number(report, "every_n_val", p, 0, integer=True)
+    c.number(report, "seed", p, 0, integer=True)
+    scoring = report.get("scoring") if isinstance(report, Mapping) else None
+    c.number(scoring, "max_shots", p + "scoring.", 0, integer=True)
+    c.number(scoring, "max_tokens", p + "scoring.", 1, integer=True)
+    c.choice(scoring, "shots_modality", p + "scoring.", ("speech", "text"))
+    c.choice(scoring, "primary", p + "scoring.", ("sum", "per_token", "per_char"))
 
 
 def validate_training_config(cfg: DictConfig | Mapping[str, Any], source: str = "training config") -> None:

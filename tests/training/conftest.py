@@ -34,7 +34,7 @@ def tiny_overrides(corpus: Path, exp_dir: Path, max_steps: int = 40) -> list[str
         "data.validation.demo=null", f"data.validation.manifest={corpus / 'val.jsonl.gz'}",
         "data.batch_duration=20", "data.num_workers=0", f"trainer.max_steps={max_steps}",
         "trainer.val_check_interval=30", "trainer.enable_progress_bar=false", f"exp_manager.exp_dir={exp_dir}",
-        "model.optim.warmup_steps=5", "model.optim.adapter_lr=3e-3", "model.optim.llm_lr=3e-4",
+        "model.optim.warmup_steps=5", "model.optim.adapter_lr=3e-3", "model.optim.llm_lr=3e-4", "report=null",
     ]
 
 
