@@ -12,7 +12,7 @@ Legend: ``B`` samples, ``C`` speech clips, ``N`` audio samples, ``T`` positions,
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -61,6 +61,44 @@ def copy_runtime_settings(source: Any, target: Any) -> None:
 _TEACHER_MODES = ("copy", "shared", "none")
 
 
+class ClipFeatureCache:
+    """Encoder features of whole clips, for a frozen encoder whose output for a clip does not depend on the other
+    clips of its batch (``clip_independent``, e.g. Whisper): :meth:`SaladModel.encode_cuts` (evaluation, the run
+    report) then encodes every clip once per process, however many times it is scored. Training is not cached: its
+    speech spans are cut anew from each utterance every epoch. Least recently used clips are dropped beyond
+    ``max_bytes``.
+
+    >>> cache = ClipFeatureCache(max_bytes=64); cache.put("a", torch.zeros(2, 4)); cache.put("b", torch.ones(2, 4))
+    >>> "a" in cache, "b" in cache, cache.get("b").shape  # 32 bytes each: "a" was dropped for "b"
+    (False, True, torch.Size([2, 4]))
+    """
+
+    def __init__(self, max_bytes: int = 1 << 30) -> None:
+        self.max_bytes, self.nbytes = int(max_bytes), 0
+        self._items: OrderedDict[Any, Tensor] = OrderedDict()
+
+    @staticmethod
+    def key(cut: Any) -> tuple[Any, ...]:
+        """What identifies a clip's audio: its id, recording, span and rate."""
+        rec = getattr(cut, "recording_id", None)
+        return (cut.id, rec, round(float(cut.start), 6), round(float(cut.duration), 6), cut.sampling_rate)
+
+    def __contains__(self, key: Any) -> bool:
+        return key in self._items
+
+    def get(self, key: Any) -> Tensor:
+        self._items.move_to_end(key)
+        return self._items[key]
+
+    def put(self, key: Any, feats: Tensor) -> None:
+        feats = feats.detach().to("cpu", copy=True)
+        self._items[key] = feats
+        self.nbytes += feats.numel() * feats.element_size()
+        while self.nbytes > self.max_bytes and len(self._items) > 1:
+            _, old = self._items.popitem(last=False)
+            self.nbytes -= old.numel() * old.element_size()
+
+
 class SaladModel(ModelPT):
     """The speech-adapted LLM and its text teacher, as a NeMo model (``.nemo`` save/restore, Lightning).
 
@@ -101,6 +139,7 @@ class SaladModel(ModelPT):
         self.data_skipped = 0  # samples the data pipeline dropped (reasons are logged where they happen)
         self.data_proportional = 0  # speech samples laid out with proportional word times (no alignment)
         self._min_samples: int | None = None
+        self._clip_features = ClipFeatureCache()  # frozen clip-independent encoders: encode_cuts reuses features
         loss_cfg = dict(cfg.get("loss") or {})
         self.loss = DistillationLoss(alpha=float(loss_cfg.get("alpha", 1.0)),
                                      direction=loss_cfg.get("direction", "forward"),
@@ -537,9 +576,24 @@ class SaladModel(ModelPT):
         Raises:
             BadSampleError: for audio that cannot be read or encoded, naming the cut (and its file).
         """
-        audio, lens = self._audio_batch([load_cut_audio(c) for c in cuts], [c.sampling_rate for c in cuts],
-                                        [c.id for c in cuts])
-        frames, flens = self.perceive(audio, lens)
+        encoder = self.encoder
+        if not (getattr(encoder, "frozen", False) and getattr(encoder, "clip_independent", False)):
+            audio, lens = self._audio_batch([load_cut_audio(c) for c in cuts], [c.sampling_rate for c in cuts],
+                                            [c.id for c in cuts])
+            frames, flens = self.perceive(audio, lens)
+            return [frames[i, : int(n)] for i, n in enumerate(flens)]
+        keys = [ClipFeatureCache.key(c) for c in cuts]
+        missing = [i for i, k in enumerate(keys) if k not in self._clip_features]
+        if missing:
+            audio, lens = self._audio_batch([load_cut_audio(cuts[i]) for i in missing],
+                                            [cuts[i].sampling_rate for i in missing], [cuts[i].id for i in missing])
+            feats, flens = encoder(audio, lens)
+            for row, i in enumerate(missing):
+                self._clip_features.put(keys[i], feats[row, : int(flens[row])])
+        rows = [self._clip_features.get(k).to(self.device) for k in keys]
+        flens = torch.tensor([len(r) for r in rows], device=self.device)
+        feats = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)  # (C, F, D), zero past each clip
+        frames, flens = self.adapter(feats, flens)
         return [frames[i, : int(n)] for i, n in enumerate(flens)]
 
     @torch.no_grad()

@@ -116,6 +116,9 @@ class WhisperSpeechEncoder(HFSpeechEncoder):
     """
 
     kind = "whisper"
+    #: a clip's features do not depend on the rest of its batch (own windows, padding masked): a frozen encoder's
+    #: features can be cached per clip (``SaladModel.encode_cuts``)
+    clip_independent = True
 
     def __init__(self, config: dict[str, Any], freeze: bool = False, pad_to_window: bool = False) -> None:
         super().__init__()

@@ -217,3 +217,29 @@ def test_training_and_validation_steps(model):
     with torch.no_grad():
         val = model.validation_step(batch, 0)
     assert torch.isfinite(val) and float(val) > 0
+
+
+def test_frozen_whisper_clip_features_are_cached_exactly(tiny_tokenizer_dir, tmp_path):
+    """encode_cuts of a frozen Whisper encoder encodes a clip once; the cached path equals encoding each clip
+    alone through perceive (a trainable encoder is never cached)."""
+    import soundfile as sf
+    from lhotse import MonoCut, Recording
+
+    torch.manual_seed(0)
+    cuts = []
+    for i, seconds in enumerate([0.7, 1.9, 1.2]):
+        path = tmp_path / f"c{i}.wav"
+        sf.write(path, np.random.default_rng(i).uniform(-0.3, 0.3, int(16000 * seconds)).astype(np.float32), 16000)
+        rec = Recording.from_file(path, recording_id=f"c{i}")
+        cuts.append(MonoCut(f"c{i}", 0.0, rec.duration, 0, recording=rec))
+    for frozen in (True, False):
+        model = SaladModel(model_cfg(tiny_tokenizer_dir, encoder="whisper_tiny", **{"encoder.freeze": frozen})).eval()
+        calls = []
+        model.encoder.register_forward_hook(lambda mod, args, out, calls=calls: calls.append(args[1].tolist()))
+        first = model.encode_cuts(cuts[:2])
+        again = model.encode_cuts(cuts[::-1])  # c2 is new; c1 and c0 come from the cache when frozen
+        assert calls == ([[11200, 30400], [19200]] if frozen else [[11200, 30400], [19200, 30400, 11200]])
+        with torch.no_grad():
+            alone = [model.perceive(*model._audio_batch([c.load_audio()[0]], [16000], [c.id]))[0][0] for c in cuts]
+        for got, ref in zip(first + again, [alone[0], alone[1], alone[2], alone[1], alone[0]], strict=True):
+            assert got.shape == ref.shape and torch.allclose(got, ref, atol=1e-5)
