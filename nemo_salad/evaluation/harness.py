@@ -233,7 +233,7 @@ def _score_system(r: _Renderer, plans: list[tuple[MCItem, list[MCItem]]], record
     try:
         device = llm.gpt.embedding.word_embeddings.weight.device
         batch_tokens = settings.batch_tokens or (16384 if device.type == "cuda" else 1)
-        sums = score_shared_context(llm, reqs, batch_tokens)
+        sums = score_shared_context(llm, reqs, batch_tokens, desc=f"scoring {r.system.name}")
     finally:
         llm.train(was_training)
     for n, req, lp in zip(where, reqs, sums, strict=True):

@@ -195,7 +195,7 @@ def _batches(reqs: Sequence[ScoreRequest], batch_tokens: int) -> list[list[int]]
 
 @torch.no_grad()
 def score_shared_context(llm, requests: Sequence[ScoreRequest], batch_tokens: int = 4096,
-                         logit_chunk: int = 1024) -> list[list[float]]:
+                         logit_chunk: int = 1024, desc: str | None = None) -> list[list[float]]:
     """Summed log-probability of every option of every request, one packed row per item.
 
     Args:
@@ -203,6 +203,7 @@ def score_shared_context(llm, requests: Sequence[ScoreRequest], batch_tokens: in
         requests (Sequence[ScoreRequest]): items.
         batch_tokens (int): at most this many positions (rows x padded length) per forward. Default: 4096.
         logit_chunk (int): option positions projected to the vocabulary at once. Default: 1024.
+        desc (str | None): show a progress bar over the batches with this label. Default: None (no bar).
 
     Returns:
         list[list[float]]: ``[item][option]`` summed log-probabilities (natural log).
@@ -222,7 +223,12 @@ def score_shared_context(llm, requests: Sequence[ScoreRequest], batch_tokens: in
             owner.append(i)
     out: list[list[float]] = [[] for _ in requests]
     scored: list[list[float]] = [[] for _ in parts]
-    for batch in _batches(parts, batch_tokens):
+    batches = _batches(parts, batch_tokens)
+    if desc is not None:
+        from tqdm.auto import tqdm
+
+        batches = tqdm(batches, desc=desc, unit="batch", leave=False)
+    for batch in batches:
         for i, sums in zip(batch, _score_packed(llm, [parts[i] for i in batch], logit_chunk), strict=True):
             scored[i] = sums
     for i, sums in zip(owner, scored, strict=True):
