@@ -121,7 +121,7 @@ def test_default_encoders(name):
     with initialize_config_dir(config_dir=str(CONF), version_base=None):
         cfg = compose(config_name=name)
     if name.startswith("stage1_qwen"):
-        assert cfg.model.encoder.kind == "fastconformer"
+        assert (cfg.model.encoder.kind, cfg.model.adapter.downsample, cfg.report) == ("fastconformer", 1, None)
     else:
         enc = cfg.model.encoder
         assert (enc.kind, enc.pretrained, enc.freeze, cfg.model.adapter.downsample) == ("whisper", "tiny.en", True, 4)
