@@ -68,7 +68,7 @@ class ClipFeatureCache:
     speech spans are cut anew from each utterance every epoch. Least recently used clips are dropped beyond
     ``max_bytes``.
 
-    >>> cache = ClipFeatureCache(max_bytes=64); cache.put("a", torch.zeros(2, 4)); cache.put("b", torch.ones(2, 4))
+    >>> cache = ClipFeatureCache(max_bytes=48); cache.put("a", torch.zeros(2, 4)); cache.put("b", torch.ones(2, 4))
     >>> "a" in cache, "b" in cache, cache.get("b").shape  # 32 bytes each: "a" was dropped for "b"
     (False, True, torch.Size([2, 4]))
     """
@@ -79,9 +79,11 @@ class ClipFeatureCache:
 
     @staticmethod
     def key(cut: Any) -> tuple[Any, ...]:
-        """What identifies a clip's audio: its id, recording, span and rate."""
-        rec = getattr(cut, "recording_id", None)
-        return (cut.id, rec, round(float(cut.start), 6), round(float(cut.duration), 6), cut.sampling_rate)
+        """What identifies a clip's audio: its id, recording (id and file paths), channel, span and rate."""
+        rec = getattr(cut, "recording", None)
+        sources = tuple(str(src.source) for src in getattr(rec, "sources", ()) if isinstance(src.source, str))
+        return (cut.id, getattr(cut, "recording_id", None), sources, getattr(cut, "channel", None),
+                round(float(cut.start), 6), round(float(cut.duration), 6), cut.sampling_rate)
 
     def __contains__(self, key: Any) -> bool:
         return key in self._items
@@ -92,6 +94,9 @@ class ClipFeatureCache:
 
     def put(self, key: Any, feats: Tensor) -> None:
         feats = feats.detach().to("cpu", copy=True)
+        old = self._items.pop(key, None)
+        if old is not None:
+            self.nbytes -= old.numel() * old.element_size()
         self._items[key] = feats
         self.nbytes += feats.numel() * feats.element_size()
         while self.nbytes > self.max_bytes and len(self._items) > 1:
@@ -583,14 +588,16 @@ class SaladModel(ModelPT):
             frames, flens = self.perceive(audio, lens)
             return [frames[i, : int(n)] for i, n in enumerate(flens)]
         keys = [ClipFeatureCache.key(c) for c in cuts]
-        missing = [i for i, k in enumerate(keys) if k not in self._clip_features]
+        found = {k: self._clip_features.get(k) for k in keys if k in self._clip_features}  # read before any put
+        missing = [i for i, k in enumerate(keys) if k not in found]
         if missing:
             audio, lens = self._audio_batch([load_cut_audio(cuts[i]) for i in missing],
                                             [cuts[i].sampling_rate for i in missing], [cuts[i].id for i in missing])
             feats, flens = encoder(audio, lens)
             for row, i in enumerate(missing):
-                self._clip_features.put(keys[i], feats[row, : int(flens[row])])
-        rows = [self._clip_features.get(k).to(self.device) for k in keys]
+                found[keys[i]] = feats[row, : int(flens[row])]
+                self._clip_features.put(keys[i], found[keys[i]])
+        rows = [found[k].to(self.device) for k in keys]
         flens = torch.tensor([len(r) for r in rows], device=self.device)
         feats = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)  # (C, F, D), zero past each clip
         frames, flens = self.adapter(feats, flens)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from nemo_salad.models.salad import SaladModel
+from nemo_salad.models.salad import ClipFeatureCache, SaladModel
 from nemo_salad.parts.audio_checks import BadSampleError
 from tests.helpers.batches import identity_speech, make_batch
 from tests.helpers.tiny import model_cfg
@@ -243,3 +243,11 @@ def test_frozen_whisper_clip_features_are_cached_exactly(tiny_tokenizer_dir, tmp
             alone = [model.perceive(*model._audio_batch([c.load_audio()[0]], [16000], [c.id]))[0][0] for c in cuts]
         for got, ref in zip(first + again, [alone[0], alone[1], alone[2], alone[1], alone[0]], strict=True):
             assert got.shape == ref.shape and torch.allclose(got, ref, atol=1e-5)
+        if frozen:  # a cache that holds one clip: c1 of the call evicts its hit c0, which must still be used
+            key0 = ClipFeatureCache.key(cuts[0])
+            feats0 = model._clip_features.get(key0)
+            model._clip_features = ClipFeatureCache(max_bytes=feats0.numel() * feats0.element_size())
+            model._clip_features.put(key0, feats0)
+            small = model.encode_cuts([cuts[0], cuts[1]])
+            assert calls[-1] == [30400] and key0 not in model._clip_features
+            assert torch.allclose(small[0], alone[0], atol=1e-5) and torch.allclose(small[1], alone[1], atol=1e-5)
