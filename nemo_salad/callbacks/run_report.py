@@ -8,11 +8,12 @@ At the start of training (step 0), optionally at every ``every_n_val``-th valida
 
 and takes the held-out distillation loss, forgetting F and misalignment M from :class:`GapReport`. Every point is
 printed as a table and written to ``<log_dir>/run_report.{json,md,png}``; each point's full evaluation (per-item
-predictions) goes to ``<log_dir>/run_report/step_<n>/``. A resumed run keeps the points already written.
+predictions) goes to ``<log_dir>/run_report/step_<n>/``. A resumed run keeps the points already written; the end
+point is taken in ``on_fit_end``, after the last checkpoint and the ``.nemo`` are saved.
 
 The training text of the embedded demo is decontaminated against these benchmarks (``EVAL_BENCHMARKS`` in
 ``nemo_salad.data.olmo_text``: n-gram overlap with any item of ARC, OpenBookQA, HellaSwag, PIQA, COPA or MMLU drops
-the passage), so the reported items were never trained on.
+the passage), so the reported items were never trained on; the report says so only for such runs.
 """
 
 from __future__ import annotations
@@ -39,10 +40,10 @@ class OriginalLLM:
     Every method call runs under :func:`~nemo_salad.modules.lora.lora_disabled`; attributes pass through.
 
     >>> from nemo_salad.llm import LLMConfig, MegatronLLM
-    >>> from nemo_salad.modules.lora import apply_lora
+    >>> from nemo_salad.modules.lora import apply_lora, lora_parameters
     >>> llm = MegatronLLM(LLMConfig.preset("tiny-llama")).eval(); ids = torch.tensor([[1, 2, 3]])
     >>> before = llm(input_ids=ids); _ = apply_lora(llm, rank=2)
-    >>> _ = [torch.nn.init.normal_(p) for n, p in llm.named_parameters() if "lora_b" in n]
+    >>> _ = [torch.nn.init.normal_(p) for p in lora_parameters(llm)]
     >>> torch.equal(OriginalLLM(llm)(input_ids=ids), before), torch.equal(llm(input_ids=ids), before)
     (True, False)
     """
@@ -137,6 +138,8 @@ class RunReport(pl.Callback):
         seed (int): item subset seed. Default: 0.
         data (Mapping | None): ``load_benchmark`` keyword arguments per benchmark. Default: None.
         out_dir (str | Path | None): where the report goes. Default: the trainer's log directory.
+        decontaminated (str | None): how the training text was kept apart from the benchmark items (written into
+            the report); None: not checked. Default: None.
         reuse_topline (bool): score the topline once and reuse it at later points. The original LLM does not
             change, and neither do the prompts (the shots that fit depend on the audio lengths only): a later point
             whose items or shot counts differ from the first point's scores the topline again. Default: True.
@@ -145,7 +148,7 @@ class RunReport(pl.Callback):
     def __init__(self, gap: GapReport, speech: Any, benchmarks: Sequence[str] = ("arc_easy", "copa"),
                  n_items: int = 100, settings: Any = None, every_n_val: int = 0, seed: int = 0,
                  data: Mapping[str, Mapping[str, Any]] | None = None, out_dir: str | Path | None = None,
-                 reuse_topline: bool = True) -> None:
+                 decontaminated: str | None = None, reuse_topline: bool = True) -> None:
         from nemo_salad.evaluation.harness import ScoringSettings
 
         if every_n_val < 0 or n_items < 1 or not benchmarks:
@@ -158,7 +161,7 @@ class RunReport(pl.Callback):
         self.points: list[dict[str, Any]] = []
         self.benchmarks_meta: list[dict[str, Any]] = []
         self._benchmarks: list[Any] | None = None
-        self.reuse_topline = bool(reuse_topline)
+        self.reuse_topline, self.decontaminated = bool(reuse_topline), decontaminated
         self._topline: dict[str, tuple[float, list[tuple[str, int]]]] = {}  # benchmark -> (accuracy, prompt plan)
         self._n_val, self._t0, self._minutes_before = 0, time.monotonic(), 0.0
 
@@ -182,7 +185,7 @@ class RunReport(pl.Callback):
                 "settings": {"n_items": self.n_items, "seed": self.seed, **vars(self.settings)},
                 "topline": "the original text LLM on the text of each item",
                 "speech": "the model being trained on the spoken version of each item",
-                "decontaminated": "training text excludes passages overlapping any item of the reported benchmarks"}
+                "decontaminated": self.decontaminated or "not checked (training data from user sources)"}
         tmp = out / "run_report.json.tmp"
         tmp.write_text(json.dumps(body, indent=2))
         tmp.replace(out / "run_report.json")
@@ -258,9 +261,13 @@ class RunReport(pl.Callback):
         return point
 
     # ------------------------------------------------------------------ hooks
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        self._t0 = time.monotonic()
+        if trainer.ckpt_path:  # a resumed run keeps its points; a fresh run in the same folder starts anew
+            self._load(trainer)
+
     def on_train_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
         self._t0 = time.monotonic()
-        self._load(trainer)
         if trainer.global_step == 0 and not any(p["step"] == 0 for p in self.points):
             self.measure(trainer, pl_module, "start")
 
@@ -268,9 +275,13 @@ class RunReport(pl.Callback):
         if trainer.sanity_checking or not self.every_n_val:
             return
         self._n_val += 1
-        if self._n_val % self.every_n_val == 0 and trainer.global_step < trainer.max_steps:
+        if self._n_val % self.every_n_val == 0 and (trainer.max_steps < 0 or trainer.global_step < trainer.max_steps):
             self.measure(trainer, pl_module, "validation")
 
-    def on_train_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        """After the checkpoint callbacks have written the last checkpoint and the ``.nemo``; also on a rerun
+        whose fit loop had nothing left to do (e.g. killed during the end report)."""
+        if trainer.global_step == 0 or trainer.sanity_checking:
+            return
         if not any(p["step"] == trainer.global_step and p["label"] == "end" for p in self.points):
             self.measure(trainer, pl_module, "end")

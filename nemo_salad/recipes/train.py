@@ -60,7 +60,8 @@ def build(cfg: DictConfig) -> tuple[pl.Trainer, SaladModel, SaladDataModule]:
                                                 decay))
     if cfg.get("report"):
         gap = next(cb for cb in trainer.callbacks if isinstance(cb, GapReport))
-        trainer.callbacks.append(run_report_callback(cfg.report, gap, Path(log_dir or ".")))
+        trainer.callbacks.append(run_report_callback(cfg.report, gap, Path(log_dir or "."),
+                                                     demo_only=_demo_only(cfg.data)))
     model = SaladModel(cfg.model, trainer=trainer)  # under MegatronStrategy, built later in configure_model
     if cfg.get("init_from") and not trainer.ckpt_path:
         model.init_from = str(cfg.init_from)  # loaded right after the build (now, or in configure_model)
@@ -74,8 +75,19 @@ def build(cfg: DictConfig) -> tuple[pl.Trainer, SaladModel, SaladDataModule]:
     return trainer, model, data
 
 
-def run_report_callback(report: DictConfig, gap: GapReport, out_dir: Path) -> RunReport:
-    """The start/end spoken-benchmark report from a ``report`` config section (see ``conf/stage1.yaml``)."""
+def _demo_only(data: DictConfig) -> bool:
+    """True when every training and validation source is the embedded demo corpus (decontaminated text)."""
+    sources = list(data.get("sources") or [])
+    val = data.get("validation") or {}
+    return bool(data.get("demo")) and all(s.get("demo") for s in sources) and not (val.get("shar")
+                                                                                  or val.get("manifest"))
+
+
+def run_report_callback(report: DictConfig, gap: GapReport, out_dir: Path, demo_only: bool = False) -> RunReport:
+    """The start/end spoken-benchmark report from a ``report`` config section (see ``conf/stage1.yaml``).
+
+    ``demo_only``: the training text is the embedded demo's, decontaminated against ``EVAL_BENCHMARKS``."""
+    from nemo_salad.data.olmo_text import EVAL_BENCHMARKS
     from nemo_salad.evaluation.harness import ScoringSettings
     from nemo_salad.evaluation.spoken import SynthesizedSpeech, TranscriptOnlySpeech
     from nemo_salad.synthesis import build_backend
@@ -88,8 +100,11 @@ def run_report_callback(report: DictConfig, gap: GapReport, out_dir: Path) -> Ru
     tts = rep.get("tts") or {"name": "piper"}
     speech = (TranscriptOnlySpeech() if tts.get("name") == "transcript"
               else SynthesizedSpeech(build_backend(tts), progress=True))
-    return RunReport(gap, speech,
-                     benchmarks=rep.get("benchmarks") or ("arc_easy", "copa"), n_items=int(rep.get("n_items", 100)),
+    names = list(rep.get("benchmarks") or ("arc_easy", "copa"))
+    clean = demo_only and all(n in EVAL_BENCHMARKS for n in names)
+    return RunReport(gap, speech, decontaminated="training text (the embedded demo corpus) excludes every passage "
+                     "with an n-gram overlap with any item of " + ", ".join(EVAL_BENCHMARKS) if clean else None,
+                     benchmarks=names, n_items=int(rep.get("n_items", 100)),
                      settings=ScoringSettings(**(rep.get("scoring") or {})),
                      every_n_val=int(rep.get("every_n_val", 0)), seed=int(rep.get("seed", 0)),
                      data=rep.get("data"), out_dir=out_dir)

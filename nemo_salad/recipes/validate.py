@@ -196,12 +196,25 @@ def training_config_problems(cfg: DictConfig | Mapping[str, Any]) -> list[str]:
     _check_data(c, _section(cfg, "data"))
     _check_trainer(c, _section(cfg, "trainer"))
     c.number(_section(cfg, "active_selection"), "weight", "active_selection.", 0.0, lo_open=True)
-    _check_report(c, _section(cfg, "report"))
+    _check_report(c, _section(cfg, "report"), _section(cfg, "model", "teacher").get("mode"))
     return c.problems
 
 
-def _check_report(c: _Checker, report: Mapping[str, Any]) -> None:
+def _check_report(c: _Checker, report: Mapping[str, Any], teacher_mode: Any) -> None:
     p = "report."
+    if not report:
+        return
+    from nemo_salad.evaluation.benchmarks import BENCHMARKS
+
+    if teacher_mode == "none":
+        c.problems.append("report is set but model.teacher.mode=none: the report's text topline is the original LLM "
+                          "(use mode copy or shared, or report=null)")
+    names = report.get("benchmarks")
+    if names is not None and (isinstance(names, str) or not names):
+        c.problems.append(f"report.benchmarks={names!r}: expected a non-empty list of names")
+    for name in [] if names is None or isinstance(names, str) else names:
+        if name not in BENCHMARKS:
+            c.problems.append(f"report.benchmarks: {name!r}: expected one of {sorted(BENCHMARKS)}")
     c.number(report, "n_items", p, 1, integer=True)
     c.number(report, "every_n_val", p, 0, integer=True)
     c.number(report, "seed", p, 0, integer=True)

@@ -88,8 +88,39 @@ def test_report_at_start_validation_and_end_matches_direct_scoring(tone_corpus, 
 def test_report_config_is_checked_by_key():
     from nemo_salad.recipes.validate import training_config_problems
 
-    problems = training_config_problems({"report": {"n_items": 0, "every_n_val": -1,
+    problems = training_config_problems({"model": {"teacher": {"mode": "none"}},
+                                         "report": {"n_items": 0, "every_n_val": -1, "benchmarks": ["copa", "arc"],
                                                     "scoring": {"shots_modality": "audio", "max_shots": -2}}})
-    assert problems == ["report.n_items=0: expected an integer >= 1", "report.every_n_val=-1: expected an integer >= 0",
-                        "report.scoring.max_shots=-2: expected an integer >= 0",
-                        "report.scoring.shots_modality='audio': expected one of ['speech', 'text']"]
+    assert problems[:5] == [
+        "report is set but model.teacher.mode=none: the report's text topline is the original LLM (use mode copy or "
+        "shared, or report=null)",
+        "report.benchmarks: 'arc': expected one of ['arc_challenge', 'arc_easy', 'copa', 'hellaswag', 'jsonl', 'mmlu', "
+        "'mmsu', 'openbookqa', 'piqa', 'storycloze']",
+        "report.n_items=0: expected an integer >= 1", "report.every_n_val=-1: expected an integer >= 0",
+        "report.scoring.max_shots=-2: expected an integer >= 0"]
+    assert problems[5:] == ["report.scoring.shots_modality='audio': expected one of ['speech', 'text']"]
+    assert training_config_problems({"model": {"teacher": {"mode": "none"}}, "report": None}) == []
+
+
+@pytest.mark.slow
+def test_resumed_run_keeps_its_points_and_a_fresh_run_starts_anew(tone_corpus, tmp_path):
+    settings = ScoringSettings(max_tokens=1500, max_shots=0)
+
+    def run(max_steps):
+        trainer, model, data = build(compose(tiny_overrides(tone_corpus, tmp_path / "exp", max_steps=max_steps)
+                                             + ["trainer.val_check_interval=10"]))
+        gap = next(cb for cb in trainer.callbacks if isinstance(cb, GapReport))
+        report = RunReport(gap, ToneSpeech(tmp_path / "speech"), benchmarks=["copa"], n_items=4, settings=settings,
+                           out_dir=tmp_path / "report")
+        trainer.callbacks.append(report)
+        trainer.fit(model, datamodule=data)
+        return [(p["label"], p["step"]) for p in report.points], report.points
+
+    first, points = run(10)
+    assert first == [("start", 0), ("end", 10)]
+    resumed, again = run(20)  # resumes from the step-10 checkpoint: the start point is kept, not measured again
+    assert resumed == [("start", 0), ("end", 10), ("end", 20)] and again[:2] == points
+    for ckpt in (tmp_path / "exp").rglob("*.ckpt"):
+        ckpt.unlink()
+    fresh, _ = run(10)  # no checkpoint: a new run in the same folder does not inherit the old points
+    assert fresh == [("start", 0), ("end", 10)]
