@@ -166,13 +166,16 @@ def _synthesize_part(out: Path, items: list[tuple[str, str]], settings: dict[str
     _run_workers(out, jobs, backend, aligner)
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+def _die_with_parent(parent: int) -> None:  # pragma: no cover - runs in a worker
+    """A worker stops when the preparing process dies (Linux), so no orphan keeps writing a slice."""
     try:
         import ctypes
 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
+    if os.getppid() != parent:  # it died before the call above
+        sys.exit(1)
 
 
 def _run_workers(out: Path, jobs: list[tuple[list[tuple[str, str]], str]], backend: dict[str, Any],
@@ -185,12 +188,12 @@ def _run_workers(out: Path, jobs: list[tuple[list[tuple[str, str]], str]], backe
     for i, (items, path) in enumerate(jobs):
         spec = out / f"w{i}.job.json"
         spec.write_text(json.dumps({"items": items, "out": path, "backend": backend, "aligner": aligner,
-                                    "progress": i == 0}))
+                                    "progress": i == 0, "parent": os.getpid()}))
         log_path = out / f"w{i}.log"
         with open(log_path, "w") as log_file:
             procs.append((subprocess.Popen([sys.executable, "-m", "nemo_salad.data.demo", str(spec)], env=env,
-                                           stdout=None if i == 0 else log_file, stderr=None if i == 0 else log_file,
-                                           preexec_fn=_die_with_parent), log_path))
+                                           stdout=None if i == 0 else log_file, stderr=None if i == 0 else log_file),
+                          log_path))
     failed = [(i, proc.wait(), log) for i, (proc, log) in enumerate(procs)]
     failed = [f for f in failed if f[1] != 0]
     if failed:
@@ -228,5 +231,6 @@ def demo_source(part: str, cfg: Any) -> CutSet:
 
 if __name__ == "__main__":  # one synthesis worker of _run_workers
     _job = json.loads(Path(sys.argv[1]).read_text())
+    _die_with_parent(int(_job["parent"]))
     _synthesize_slice([tuple(x) for x in _job["items"]], _job["out"], _job["backend"], _job["aligner"],
                       single_thread=True, progress=bool(_job["progress"]))
