@@ -29,6 +29,7 @@ import torch
 from nemo.utils import logging
 
 from nemo_salad.callbacks.gap_report import GapReport
+from nemo_salad.evaluation.report import _pct
 from nemo_salad.modules.lora import lora_disabled
 
 __all__ = ["OriginalLLM", "RunReport", "report_table"]
@@ -65,10 +66,6 @@ class OriginalLLM:
                 return attr(*args, **kwargs)
 
         return call
-
-
-def _pct(x: float | None) -> str:
-    return "–" if x is None else f"{100 * x:.1f}"
 
 
 def report_table(points: Sequence[Mapping[str, Any]], benchmarks: Sequence[Mapping[str, Any]]) -> str:

@@ -22,7 +22,7 @@ from nemo_salad.evaluation.results import EvalResults
 from nemo_salad.evaluation.spoken import SynthesizedSpeech, TranscriptOnlySpeech
 from nemo_salad.evaluation.systems import IdentitySpeechEncoder, standard_systems
 
-__all__ = ["BenchmarkData", "EvalConfig", "build_speech_model", "load_config", "run_evaluation"]
+__all__ = ["BenchmarkData", "EvalConfig", "build_speech_model", "load_config", "run_evaluation", "speech_source"]
 
 log = logging.getLogger(__name__)
 
@@ -124,8 +124,13 @@ def build_speech_model(spec: Any, llm: Any, tokenizer: Any) -> Any:
                      "_target_")
 
 
-def _speech_source(cfg: EvalConfig) -> Any:
-    tts = _plain(cfg.tts)
+def speech_source(tts: Any, root: str | Path | None = None, progress: bool = False) -> Any:
+    """The spoken versions of benchmark texts: ``{name: transcript}`` (no audio) or a synthesis backend config.
+
+    >>> type(speech_source({"name": "transcript"})).__name__
+    'TranscriptOnlySpeech'
+    """
+    tts = _plain(tts)
     if not tts or tts.get("name") in (None, "none"):
         raise ValueError("a speech model or an ASR cascade needs spoken versions: set tts (e.g. {name: piper}), "
                          "or tts={name: transcript} for the identity / reference checks")
@@ -133,7 +138,11 @@ def _speech_source(cfg: EvalConfig) -> Any:
         return TranscriptOnlySpeech()
     from nemo_salad.synthesis import build_backend
 
-    return SynthesizedSpeech(build_backend(tts), root=cfg.speech_cache)
+    return SynthesizedSpeech(build_backend(tts), root=root, progress=progress)
+
+
+def _speech_source(cfg: EvalConfig) -> Any:
+    return speech_source(cfg.tts, root=cfg.speech_cache)
 
 
 def _text_llm(cfg: EvalConfig) -> tuple[Any, Any]:

@@ -88,18 +88,15 @@ def run_report_callback(report: DictConfig, gap: GapReport, out_dir: Path, demo_
 
     ``demo_only``: the training text is the embedded demo's, decontaminated against ``EVAL_BENCHMARKS``."""
     from nemo_salad.data.olmo_text import EVAL_BENCHMARKS
+    from nemo_salad.evaluation.config import speech_source
     from nemo_salad.evaluation.harness import ScoringSettings
-    from nemo_salad.evaluation.spoken import SynthesizedSpeech, TranscriptOnlySpeech
-    from nemo_salad.synthesis import build_backend
 
     rep = OmegaConf.to_container(report, resolve=True)
     unknown = sorted(set(rep) - {"benchmarks", "n_items", "every_n_val", "seed", "tts", "scoring", "data"})
     if unknown:
         raise ValueError(f"report: unknown key(s) {unknown}; expected benchmarks, n_items, every_n_val, seed, tts, "
                          "scoring, data")
-    tts = rep.get("tts") or {"name": "piper"}
-    speech = (TranscriptOnlySpeech() if tts.get("name") == "transcript"
-              else SynthesizedSpeech(build_backend(tts), progress=True))
+    speech = speech_source(rep.get("tts") or {"name": "piper"}, progress=True)
     names = list(rep.get("benchmarks") or ("arc_easy", "copa"))
     clean = demo_only and all(n in EVAL_BENCHMARKS for n in names)
     return RunReport(gap, speech, decontaminated="training text (the embedded demo corpus) excludes every passage "
