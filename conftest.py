@@ -13,7 +13,9 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-import nemo_salad  # noqa: E402,F401  (registers its CPU guards before any test imports NeMo or megatron-core)
+from nemo_salad.llm.cpu import guard_unified_memory_import  # noqa: E402
+
+guard_unified_memory_import()  # before any test imports NeMo or megatron-core (importing nemo_salad patches nothing)
 
 torch.set_num_threads(1)
 

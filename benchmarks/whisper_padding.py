@@ -61,8 +61,8 @@ def main() -> None:
     import torch
 
     from nemo_salad.modules.whisper_encoder import build_whisper_encoder
-    from nemo_salad.parts.bench import median_time
     from nemo_salad.parts.ct2_whisper import embedded_whisper_model_dir
+    from nemo_salad.recipes.bench import median_time
     from nemo_salad.synthesis.audio import resample
     from nemo_salad.synthesis.backends.piper import PiperBackend
 

@@ -11,8 +11,6 @@ the audio at these word times (without them it falls back to proportional times,
 import argparse
 import json
 
-from nemo_salad.data.align import CTCWordAligner, align_manifest
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -23,9 +21,14 @@ def main() -> None:
     parser.add_argument("--device", default=None, help="torch device (default: cuda when available)")
     args = parser.parse_args()
 
+    from nemo_salad.llm.cpu import guard_unified_memory_import
+
+    guard_unified_memory_import()  # before NeMo first imports megatron-core (see its docstring)
+
     import torch
     from nemo.collections.asr.models import ASRModel
 
+    from nemo_salad.data.align import CTCWordAligner, align_manifest
     from nemo_salad.synthesis.backends.nemo_tts import load_nemo_model
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -14,6 +14,10 @@ from omegaconf import DictConfig
 
 @hydra.main(config_path="../conf", config_name="eval", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    from nemo_salad.llm.cpu import guard_unified_memory_import
+
+    guard_unified_memory_import()  # before NeMo first imports megatron-core (see its docstring)
+
     from nemo_salad.evaluation.config import run_evaluation
 
     _, paths = run_evaluation(cfg)

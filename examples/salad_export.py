@@ -12,9 +12,6 @@ import hydra
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
 
-from nemo_salad.models.init_weights import load_trained
-from nemo_salad.recipes.export import export_llm_to_hf
-
 
 @dataclass
 class ExportConfig:
@@ -28,7 +25,15 @@ ConfigStore.instance().store(name="export", node=ExportConfig)
 
 @hydra.main(version_base=None, config_name="export")
 def main(cfg: DictConfig) -> None:
-    model = load_trained(cfg.model)
+    from nemo_salad.llm.cpu import guard_unified_memory_import
+
+    guard_unified_memory_import()  # before NeMo first imports megatron-core (see its docstring)
+
+    from nemo_salad.checkpoint import load_trained
+    from nemo_salad.models import SaladModel
+    from nemo_salad.recipes.export import export_llm_to_hf
+
+    model = load_trained(cfg.model, SaladModel)
     print(json.dumps(export_llm_to_hf(model, cfg.hf_dir, cfg.tolerance)))
 
 

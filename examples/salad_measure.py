@@ -9,11 +9,15 @@ import json
 import hydra
 from omegaconf import DictConfig
 
-from nemo_salad.recipes.measure import run_measure
-
 
 @hydra.main(version_base=None, config_path="../conf", config_name="measure")
 def main(cfg: DictConfig) -> None:
+    from nemo_salad.llm.cpu import guard_unified_memory_import
+
+    guard_unified_memory_import()  # before NeMo first imports megatron-core (see its docstring)
+
+    from nemo_salad.recipes.measure import run_measure
+
     result = run_measure(cfg)
     print(json.dumps({k: v for k, v in result.items() if k != "skipped"}, indent=2))
 

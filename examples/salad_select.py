@@ -15,6 +15,10 @@ import logging
 def main(argv: list[str] | None = None) -> None:
     from omegaconf import OmegaConf
 
+    from nemo_salad.llm.cpu import guard_unified_memory_import
+
+    guard_unified_memory_import()  # before NeMo first imports megatron-core (see its docstring)
+
     from nemo_salad.selection.cli import merge_overrides, run_select
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -12,11 +12,15 @@ import json
 import hydra
 from omegaconf import DictConfig
 
-from nemo_salad.synthesis.config import run_synthesis
-
 
 @hydra.main(config_path="../conf", config_name="synthesize", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    from nemo_salad.llm.cpu import guard_unified_memory_import
+
+    guard_unified_memory_import()  # before NeMo first imports megatron-core (see its docstring)
+
+    from nemo_salad.synthesis.config import run_synthesis
+
     report = run_synthesis(cfg)
     print(json.dumps(report.to_dict(), indent=2, sort_keys=True))
 

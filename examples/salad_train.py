@@ -8,11 +8,15 @@
 import hydra
 from omegaconf import DictConfig
 
-from nemo_salad.recipes.train import train
-
 
 @hydra.main(version_base=None, config_path="../conf", config_name="stage1")
 def main(cfg: DictConfig) -> None:
+    from nemo_salad.llm.cpu import guard_unified_memory_import
+
+    guard_unified_memory_import()  # before NeMo first imports megatron-core (see its docstring)
+
+    from nemo_salad.recipes.train import train
+
     train(cfg)
 
 

@@ -4,8 +4,8 @@ Every entry point that builds from a config (training, ``.nemo`` restore, checkp
 selection, NeMo TTS) refuses a ``_target_`` that reaches a function of another module through an allowlisted one,
 checking the whole tree before anything is built; every entry point that reads a distributed checkpoint (``init_from``,
 ``.nemo`` with distributed weights, export) refuses a checkpoint whose pickles would build anything but checkpoint
-data. The attack used throughout is ``nemo_salad.models.init_weights.os.makedirs`` (``init_weights`` imports ``os``),
-which passes a prefix check and creates a marker folder if it ever runs.
+data. The attack used throughout is ``nemo_salad.checkpoint.init_weights.os.makedirs`` (``init_weights`` imports
+``os``), which passes a prefix check and creates a marker folder if it ever runs.
 """
 
 from __future__ import annotations
@@ -22,16 +22,16 @@ import torch
 import yaml
 from omegaconf import OmegaConf
 
-from nemo_salad.models.dist_checkpoint import save_distributed
-from nemo_salad.models.init_weights import load_trained, load_weights
+from nemo_salad.checkpoint.distributed import save_distributed
+from nemo_salad.checkpoint.init_weights import load_trained, load_weights
+from nemo_salad.checkpoint.safe_checkpoint import UnsafeCheckpointError
 from nemo_salad.models.salad import SaladModel
 from nemo_salad.parts import safe_config
-from nemo_salad.parts.safe_checkpoint import UnsafeCheckpointError
 from nemo_salad.parts.safe_config import UnsafeTargetError, check_targets, safe_instantiate
 from tests.helpers.tiny import make_tokenizer, model_cfg
 
-ATTACK = "nemo_salad.models.init_weights.os.makedirs"
-REFUSED = r"reaches the module 'os' through 'nemo_salad\.models\.init_weights'"
+ATTACK = "nemo_salad.checkpoint.init_weights.os.makedirs"
+REFUSED = r"reaches the module 'os' through 'nemo_salad\.checkpoint\.init_weights'"
 
 
 def attack(marker: Path) -> dict:
@@ -178,7 +178,7 @@ def test_export_refuses_hyper_parameters_of_a_lightning_checkpoint(model, cfg, t
     torch.save({"state_dict": model.state_dict(), "hyper_parameters": {"cfg": _with_attack(cfg, marker)}}, ckpt)
     with pytest.raises(UnsafeTargetError, match=r"run\.ckpt \(stored hyper_parameters\): refusing to instantiate "
                                                 r"cfg\.adapter\.extra\._target_"):
-        load_trained(str(ckpt))  # what examples/salad_export.py model=run.ckpt calls
+        load_trained(str(ckpt), SaladModel)  # what examples/salad_export.py model=run.ckpt calls
     assert not marker.exists()
 
 
@@ -187,7 +187,7 @@ def test_export_refuses_hyper_parameters_of_a_megatron_checkpoint(cfg, genuine_d
     folder = shutil.copytree(genuine_dist, tmp_path / "megatron_ckpt")
     torch.save({"hyper_parameters": {"cfg": _with_attack(cfg, marker)}}, folder / "common.pt")  # as NeMo stores them
     with pytest.raises(UnsafeTargetError, match=r"refusing to instantiate cfg\.adapter\.extra\._target_"):
-        load_trained(str(folder))
+        load_trained(str(folder), SaladModel)
     assert not marker.exists()
 
 
@@ -268,7 +268,7 @@ def test_export_refuses_crafted_metadata(cfg, genuine_dist, tmp_path):
     bad = _crafted_metadata(genuine_dist, tmp_path / "bad", marker)
     torch.save({"hyper_parameters": {"cfg": cfg}}, bad / "common.pt")  # a MegatronStrategy checkpoint's hparams
     with pytest.raises(UnsafeCheckpointError, match=r"\.metadata: refusing to unpickle os\.makedirs"):
-        load_trained(str(bad))  # examples/salad_export.py model=<folder>
+        load_trained(str(bad), SaladModel)  # examples/salad_export.py model=<folder>
     assert not marker.exists()
 
 
@@ -287,7 +287,7 @@ def test_selection_cli_refuses_crafted_metadata(cfg, genuine_dist, tmp_path):
 
 
 def test_nemo_with_distributed_weights_refuses_crafted_metadata(model, genuine_dist, tmp_path):
-    from nemo_salad.parts.nemo_io import DIST_WEIGHTS
+    from nemo_salad.checkpoint.nemo_io import DIST_WEIGHTS
 
     marker = tmp_path / "ran"
     bad_weights = _crafted_metadata(genuine_dist, tmp_path / "bad", marker)

@@ -207,7 +207,7 @@ def demo_source(part: str, cfg: Any) -> CutSet:
     Raises:
         ValueError: for an unknown part, or when ``data.demo`` is not configured.
     """
-    from nemo_salad.data.sources import read_replay_texts
+    from nemo_salad.data.replay import read_replay_texts
     from nemo_salad.synthesis import load_synthesized
     from nemo_salad.synthesis.shar_store import shar_fields
 

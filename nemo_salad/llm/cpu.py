@@ -122,6 +122,10 @@ def guard_unified_memory_import() -> bool:
     allocator could not be used anyway, so an equivalent module reporting ``has_unified_memory = False`` is
     registered instead. Does nothing when CUDA is available or the module is already imported.
 
+    Importing ``nemo_salad`` does not call this: an entry point calls it first, before anything imports NeMo or
+    megatron-core (every script in ``examples/`` and the tests' ``conftest.py`` do). With the CPU build of torch
+    that ``scripts/install.sh`` installs, megatron's own module imports fine and this only avoids its CUDA build.
+
     Returns:
         bool: True if the stand-in was registered.
     """

@@ -3,7 +3,7 @@
 A config restored from a ``.nemo`` archive, a checkpoint's hyper-parameters or the command line can name any
 importable callable in ``_target_`` (Hydra) or ``target`` / ``cls`` (NeMo's ``Serialization.from_config_dict``);
 building it runs that code. Hydra resolves a dotted path by importing its first module and then walking attributes,
-so checking the string's prefix is not enough: ``nemo_salad.models.init_weights.os.system`` starts with an
+so checking the string's prefix is not enough: ``nemo_salad.checkpoint.init_weights.os.system`` starts with an
 allowlisted package and ends at ``os.system``. :func:`resolve_target` walks the path the way Hydra does, calling
 nothing, and accepts only
 
@@ -125,10 +125,10 @@ def resolve_target(target: str, allowed: tuple[str, ...] | None = None) -> Any:
 
     >>> resolve_target("torch.nn.Linear").__name__
     'Linear'
-    >>> resolve_target("nemo_salad.models.init_weights.os.system")
+    >>> resolve_target("nemo_salad.checkpoint.init_weights.os.system")
     Traceback (most recent call last):
     ...
-    nemo_salad.parts.safe_config.UnsafeTargetError: reaches the module 'os' through 'nemo_salad.models.init_weights' ...
+    nemo_salad.parts.safe_config.UnsafeTargetError: reaches the module 'os' through 'nemo_salad.checkpoint...' ...
     """
     allowed = allowed or allowed_prefixes()
     parts = target.split(".") if isinstance(target, str) else []

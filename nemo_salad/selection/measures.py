@@ -65,7 +65,7 @@ def misalignment_from_checkpoint(
     >>> measure(probe_cuts)  # doctest: +SKIP
     0.131
     """
-    from nemo_salad.models.init_weights import load_trained
+    from nemo_salad.checkpoint.init_weights import load_trained
 
     cls, factory = import_object(model_class), import_object(metric)
     try:

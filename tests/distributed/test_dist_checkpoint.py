@@ -11,13 +11,13 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from nemo_salad.models import SaladModel
-from nemo_salad.models.dist_checkpoint import (
+from nemo_salad.checkpoint.distributed import (
     is_distributed_checkpoint,
     load_distributed,
     save_distributed,
     sharded_state_dict,
 )
+from nemo_salad.models import SaladModel
 from tests.helpers.dist_ckpt_worker import loss_on_fixed_batch, model_config, run, sgd_step
 from tests.helpers.tiny import make_tokenizer
 

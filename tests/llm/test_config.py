@@ -115,7 +115,7 @@ def test_a_bad_value_in_config_json_names_the_file_and_field(tmp_path, field, va
     """Read through the real entry point: a Hugging Face directory named by ``model.llm.pretrained``."""
     import json
 
-    from nemo_salad.parts.pretrained import build_llm
+    from nemo_salad.models.build import build_llm
 
     hf = LLMConfig.preset("tiny-llama").to_hf()
     hf[field] = value

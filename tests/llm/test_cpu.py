@@ -63,6 +63,9 @@ def test_unified_memory_stand_in_without_cuda():
     """megatron's unified-memory module (a CUDA JIT build at import) is replaced by a CPU stand-in."""
     import importlib
 
+    from nemo_salad.llm.cpu import guard_unified_memory_import
+
+    guard_unified_memory_import()  # conftest.py already did, before megatron-core was first imported
     mod = importlib.import_module("megatron.core.inference.unified_memory")
     assert mod.has_unified_memory is False
     with pytest.raises(RuntimeError, match="needs CUDA"):

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from nemo_salad.checkpoint.nemo_io import UnsafeArchiveError
 from nemo_salad.models.salad import SaladModel
 from nemo_salad.parts.audio_checks import BadSampleError
-from nemo_salad.parts.nemo_io import UnsafeArchiveError
 from tests.helpers.tiny import model_cfg
 from tests.helpers.tone_speech import tone_cuts
 

@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
+from nemo_salad.models import build as B
 from nemo_salad.modules.mimi_encoder import MimiSpeechEncoder, SincResampler, build_mimi_encoder
-from nemo_salad.parts import pretrained as P
 from tests.helpers.encoders import assert_batch_equals_clips_alone
 from tests.helpers.tiny import TINY_ENCODERS
 
@@ -98,9 +98,9 @@ def test_batch_equals_clips_alone():
 
 def test_resolved_config_rebuilds_the_same_architecture(mimi_dir):
     enc = build_mimi_encoder({"kind": "mimi", "pretrained": str(mimi_dir), "freeze": False})
-    cfg = P.resolved_encoder_config({"kind": "mimi", "pretrained": str(mimi_dir), "freeze": False}, enc)
+    cfg = B.resolved_encoder_config({"kind": "mimi", "pretrained": str(mimi_dir), "freeze": False}, enc)
     assert cfg["pretrained"] is None and cfg["config"]["hidden_size"] == 16
-    rebuilt = P.build_speech_encoder(cfg, load_weights=True)
+    rebuilt = B.build_speech_encoder(cfg, load_weights=True)
     rebuilt.load_state_dict(enc.state_dict(), strict=True)
     audio, lens = _clips([9000])
     with torch.no_grad():
@@ -110,8 +110,8 @@ def test_resolved_config_rebuilds_the_same_architecture(mimi_dir):
 
 def test_clear_errors(mimi_dir):
     with pytest.raises(ValueError, match=r"kind: mimi.*SALAD_MIMI"):
-        P.build_speech_encoder({"kind": "mimi", "pretrained": None})
+        B.build_speech_encoder({"kind": "mimi", "pretrained": None})
     with pytest.raises(FileNotFoundError, match=r"model.encoder.pretrained='/no/such/mimi': no such directory"):
-        P.build_speech_encoder({"kind": "mimi", "pretrained": "/no/such/mimi"})
+        B.build_speech_encoder({"kind": "mimi", "pretrained": "/no/such/mimi"})
     with pytest.raises(ValueError, match=r"disagrees with .*config.json.*'hidden_size': \(16, 512\)"):
-        P.build_speech_encoder({"kind": "mimi", "pretrained": str(mimi_dir), "config": {"hidden_size": 512}})
+        B.build_speech_encoder({"kind": "mimi", "pretrained": str(mimi_dir), "config": {"hidden_size": 512}})

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from nemo_salad.models import build as B
 from nemo_salad.modules.whisper_encoder import WhisperLogMel, WhisperSpeechEncoder, build_whisper_encoder
-from nemo_salad.parts import pretrained as P
 from nemo_salad.parts.ct2_whisper import read_ct2_model
 from tests.helpers.encoders import assert_batch_equals_clips_alone
 from tests.helpers.tiny import TINY_ENCODERS
@@ -198,9 +198,9 @@ def test_resolved_config_rebuilds_the_same_architecture(tmp_path):
     """What a .nemo stores (architecture written out, no path) builds an encoder that takes the weights."""
     torch.manual_seed(0)
     enc = WhisperSpeechEncoder(TINY, freeze=True)
-    cfg = P.resolved_encoder_config({"kind": "whisper", "pretrained": "/gone", "freeze": True}, enc)
+    cfg = B.resolved_encoder_config({"kind": "whisper", "pretrained": "/gone", "freeze": True}, enc)
     assert cfg["pretrained"] is None and cfg["config"]["d_model"] == 16
-    rebuilt = P.build_speech_encoder(cfg, load_weights=True)
+    rebuilt = B.build_speech_encoder(cfg, load_weights=True)
     rebuilt.load_state_dict(enc.state_dict(), strict=True)
     audio, lens = _clips([1.0])
     with torch.no_grad():
@@ -210,10 +210,10 @@ def test_resolved_config_rebuilds_the_same_architecture(tmp_path):
 
 def test_clear_errors(tmp_path):
     with pytest.raises(ValueError, match=r"kind: whisper.*SALAD_WHISPER"):
-        P.build_speech_encoder({"kind": "whisper", "pretrained": None})
+        B.build_speech_encoder({"kind": "whisper", "pretrained": None})
     with pytest.raises(FileNotFoundError, match=r"model.encoder.pretrained='/no/such/whisper': no such directory"):
-        P.build_speech_encoder({"kind": "whisper", "pretrained": "/no/such/whisper"})
+        B.build_speech_encoder({"kind": "whisper", "pretrained": "/no/such/whisper"})
     with pytest.raises(ValueError, match=r"model.encoder.kind='wav2vec'; expected one of"):
-        P.build_speech_encoder({"kind": "wav2vec"})
+        B.build_speech_encoder({"kind": "wav2vec"})
     with pytest.raises(ValueError, match=r"unknown Whisper field\(s\) \['d_modle'\]"):
         WhisperSpeechEncoder({"d_modle": 8})

@@ -104,7 +104,7 @@ def test_measure_from_a_nemo_and_a_weights_only_folder(tmp_path, monkeypatch):
     from nemo_salad.parts import safe_config
 
     monkeypatch.setattr(safe_config, "_EXTRA_PREFIXES", ["tests.selection."])  # the test's metric
-    from nemo_salad.models.dist_checkpoint import save_distributed
+    from nemo_salad.checkpoint.distributed import save_distributed
     from tests.helpers.tiny import make_tokenizer, model_cfg
 
     model = SaladModel(model_cfg(make_tokenizer(tmp_path / "tok")))

@@ -16,8 +16,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from nemo_salad.models.dist_checkpoint import is_distributed_checkpoint, load_distributed
-from nemo_salad.models.init_weights import load_trained
+from nemo_salad.checkpoint.distributed import is_distributed_checkpoint, load_distributed
+from nemo_salad.checkpoint.init_weights import load_trained
 from nemo_salad.models.salad import SaladModel
 from nemo_salad.recipes.export import export_llm_to_hf
 from nemo_salad.selection.measures import misalignment_from_checkpoint
@@ -96,7 +96,7 @@ def test_two_process_tensor_parallel_fit_exports_a_nemo_that_restores_in_one_pro
     assert not list(ckpts.glob(".*"))  # the export's staging folder is gone
     # the LLM of the TP=2 checkpoint (rebuilt from the hyper-parameters stored with it) as a Hugging Face model:
     # export_llm_to_hf checks transformers' logits against the megatron model's
-    assert export_llm_to_hf(load_trained(str(last)), tmp_path / "hf")["max_abs_logit_diff"] < 1e-4
+    assert export_llm_to_hf(load_trained(str(last), SaladModel), tmp_path / "hf")["max_abs_logit_diff"] < 1e-4
 
     # Stage II from the pre-decay megatron checkpoint, with a selection round at its start
     pre_decay = ckpts / "salad_stage1-pre-decay"

@@ -25,7 +25,7 @@ TTS_TARGET_PREFIXES = ("nemo_text_processing.",)
 def load_nemo_model(cls: Any, ref: Any, device: str = "cpu") -> Any:
     """A NeMo model from an instance, a ``.nemo`` file or a NeMo pretrained name, in eval mode on ``device``.
 
-    Files and pretrained names are restored with :class:`~nemo_salad.parts.nemo_io.SafeSaveRestoreConnector`: the
+    Files and pretrained names are restored with :class:`~nemo_salad.checkpoint.nemo_io.SafeSaveRestoreConnector`: the
     archived config may only name classes and functions of the allowed packages (and ``nemo_text_processing``).
 
     Args:
@@ -47,7 +47,7 @@ def load_nemo_model(cls: Any, ref: Any, device: str = "cpu") -> Any:
     """
     import torch
 
-    from nemo_salad.parts.nemo_io import SafeSaveRestoreConnector
+    from nemo_salad.checkpoint.nemo_io import SafeSaveRestoreConnector
 
     if isinstance(ref, torch.nn.Module):
         if not isinstance(ref, cls):

@@ -1,4 +1,7 @@
-"""Resolve the pretrained parts named in a model config (LLM, tokenizer, speech encoder) into modules.
+"""Builders of a model's pieces: the pretrained parts named in a model config (LLM, tokenizer, speech encoder)
+resolved into modules.
+
+These build ``llm`` and ``modules`` objects, so they sit in ``models`` (above both), not in the stateless ``parts``.
 
 Config conventions (``model.llm`` / ``model.encoder``)::
 
@@ -33,8 +36,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from nemo_salad.llm import LLMConfig, MegatronLLM
 
-__all__ = ["ENCODER_KINDS", "TOKENIZER_FILES", "build_llm", "build_speech_encoder", "load_tokenizer", "llm_source_dir",
-           "resolved_encoder_config", "resolved_llm_config", "tokenizer_files"]
+__all__ = ["ENCODER_KINDS", "TOKENIZER_FILES", "build_llm", "build_speech_encoder", "gather_tokenizer_files",
+           "llm_source_dir", "load_tokenizer", "resolved_encoder_config", "resolved_llm_config", "tokenizer_files"]
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
 
@@ -213,3 +216,15 @@ def resolved_encoder_config(cfg: Any, encoder) -> dict:
         return encoder.resolved_config(_plain(cfg))
     return {**_plain(cfg), "pretrained": None, "preprocessor": encoder.preprocessor_cfg,
             "encoder": encoder.encoder_cfg}
+
+
+def llm_arch(cfg: Any) -> LLMConfig:
+    """The architecture ``model.llm`` describes (read from the pretrained checkpoint's ``config.json`` when it names
+    one), without building anything."""
+    from nemo_salad.llm.hf_checkpoint import read_hf_config
+
+    c = _plain(cfg)
+    source = llm_source_dir(c.get("pretrained"))
+    if source is not None:
+        return LLMConfig.from_hf(read_hf_config(source), str(source / "config.json"))
+    return _arch(c)

@@ -13,7 +13,7 @@ Which tensors are split:
 * LoRA factors on parallel linears are split like their layer (see :mod:`nemo_salad.modules.lora`);
 * everything else (FastConformer encoder, adapter projections) is replicated over tensor- and data-parallel ranks.
 
-Loading unpickles nothing but checkpoint data (:func:`~nemo_salad.parts.safe_checkpoint.safe_checkpoint_reading`):
+Loading unpickles nothing but checkpoint data (:func:`~nemo_salad.checkpoint.safe_checkpoint.safe_checkpoint_reading`):
 a crafted ``.metadata`` or non-tensor item is refused before anything in it is built.
 """
 
@@ -25,8 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from nemo_salad.checkpoint.safe_checkpoint import UnsafeCheckpointError, safe_checkpoint_reading
 from nemo_salad.llm.cpu import cpu_dist_checkpointing
-from nemo_salad.parts.safe_checkpoint import UnsafeCheckpointError, safe_checkpoint_reading
 
 __all__ = ["is_distributed_checkpoint", "load_distributed", "resolve_checkpoint", "save_distributed",
            "sharded_state_dict", "strategy_hyper_parameters"]
@@ -174,7 +174,7 @@ def load_distributed(model: nn.Module, directory: str | Path, strict: bool = Tru
         FileNotFoundError: if ``directory`` is not a distributed checkpoint.
         ValueError: if a tensor is missing from the checkpoint or its global shape differs.
         UnsafeCheckpointError: if a pickle in the checkpoint would build anything but checkpoint data (read with
-            :func:`~nemo_salad.parts.safe_checkpoint.safe_checkpoint_reading`; nothing of it is built).
+            :func:`~nemo_salad.checkpoint.safe_checkpoint.safe_checkpoint_reading`; nothing of it is built).
     """
     from megatron.core import dist_checkpointing
     from megatron.core.dist_checkpointing.validation import StrictHandling

@@ -1,39 +1,67 @@
-"""Initialise a built :class:`~nemo_salad.models.SaladModel` from another run's weights (``init_from``)."""
+"""Initialise a built model from another run's weights (``init_from``), or rebuild a trained model from its
+checkpoint.
+
+Nothing here knows the model class: :func:`load_weights` takes the built model, :func:`load_trained` the class to
+rebuild (e.g. :class:`~nemo_salad.models.SaladModel`), so checkpoint I/O sits below ``models`` in the layering.
+"""
 
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Protocol
 
 from nemo.utils import logging
+from torch import nn
 
-from nemo_salad.models.dist_checkpoint import (
+from nemo_salad.checkpoint.checkpoint_io import SafeCheckpointIO
+from nemo_salad.checkpoint.distributed import (
     is_distributed_checkpoint,
     load_distributed,
     resolve_checkpoint,
     strategy_hyper_parameters,
 )
-from nemo_salad.models.salad import SaladModel
-from nemo_salad.parts.checkpoint_io import SafeCheckpointIO
-from nemo_salad.parts.nemo_io import safe_restore_from
+from nemo_salad.checkpoint.nemo_io import safe_restore_from
 from nemo_salad.parts.safe_config import check_targets
 
-__all__ = ["load_trained", "load_weights"]
+__all__ = ["RestorableModel", "load_trained", "load_weights"]
 
 
-def load_weights(model: SaladModel, path: str) -> None:
+class RestorableModel(Protocol):
+    """What checkpoint loading needs of a model class: built from its hyper-parameters (``cls(**hparams)``) and
+    restored from a ``.nemo`` by NeMo's ``restore_from`` (any ``ModelPT``, e.g. ``SaladModel``)."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> nn.Module: ...
+
+    def restore_from(self, restore_path: str, *args: Any, **kwargs: Any) -> nn.Module: ...
+
+
+def load_weights(model: nn.Module, path: str) -> None:
     """Initialise from another run's weights (a Lightning ``.ckpt``, a ``.nemo`` or a megatron distributed
     checkpoint directory, which loads at any tensor-parallel size), not its optimizer state.
 
     A ``<name>.ckpt`` that a ``MegatronStrategy`` run saved is the folder ``<name>`` (NeMo's checkpoint IO drops the
-    suffix), so one ``init_from`` works after either strategy."""
+    suffix), so one ``init_from`` works after either strategy.
+
+    Args:
+        model (nn.Module): the built model; a ``.nemo`` is restored with its class's ``restore_from`` (read through
+            :class:`~nemo_salad.checkpoint.nemo_io.SafeSaveRestoreConnector`).
+        path (str): the checkpoint.
+
+    Raises:
+        ValueError: if the weights do not fit ``model`` (naming missing and unexpected keys).
+
+    >>> load_weights(nn.Linear(1, 1), "/no/such/run.ckpt")
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: Checkpoint file not found: /no/such/run.ckpt
+    """
     path = resolve_checkpoint(path)
     if is_distributed_checkpoint(path):
         load_distributed(model, path)
         logging.info(f"initialised weights from the distributed checkpoint {path}")
         return
     if path.endswith(".nemo"):
-        state = SaladModel.restore_from(path, map_location="cpu").state_dict()
+        state = safe_restore_from(type(model), path, map_location="cpu").state_dict()
     else:
         state = _lightning_checkpoint(path, "cpu")["state_dict"]
     missing, unexpected = model.load_state_dict(state, strict=False)
@@ -44,14 +72,15 @@ def load_weights(model: SaladModel, path: str) -> None:
     logging.info(f"initialised weights from {path}")
 
 
-def load_trained(path: str, model_class: Any = SaladModel, map_location: str = "cpu") -> Any:
+def load_trained(path: str, model_class: RestorableModel, map_location: str = "cpu") -> Any:
     """A trained model, rebuilt from what its checkpoint stores (weights only, read safely).
 
     Args:
         path (str): a ``.nemo``; the folder of a ``MegatronStrategy`` checkpoint or its ``<name>.ckpt`` path (the
             model from the hyper-parameters stored beside the weights, loaded at this process's tensor-parallel
             size); or a Lightning ``.ckpt`` (``torch.load(weights_only=True)``, state dict loaded strictly).
-        model_class: the LightningModule class. Default: SaladModel.
+        model_class (RestorableModel): the LightningModule class to rebuild, e.g.
+            :class:`~nemo_salad.models.SaladModel`.
         map_location (str): device of the weights. Default: "cpu".
 
     Raises:

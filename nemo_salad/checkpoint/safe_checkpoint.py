@@ -64,7 +64,7 @@ class RestrictedUnpickler(pickle.Unpickler):
     >>> RestrictedUnpickler(io.BytesIO(pickle.dumps(print)), "x/.metadata").load()
     Traceback (most recent call last):
     ...
-    nemo_salad.parts.safe_checkpoint.UnsafeCheckpointError: x/.metadata: refusing to unpickle builtins.print...
+    nemo_salad.checkpoint.safe_checkpoint.UnsafeCheckpointError: x/.metadata: refusing to unpickle builtins.print...
     """
 
     def __init__(self, file: IO[bytes], source: str) -> None:
@@ -77,7 +77,7 @@ class RestrictedUnpickler(pickle.Unpickler):
             return super().find_class(module, name)
         raise _refusal(f"{self.source}: refusing to unpickle {module}.{name}: a checkpoint's metadata may only hold "
                        "torch.distributed.checkpoint / megatron metadata types (see "
-                       "nemo_salad.parts.safe_checkpoint.METADATA_GLOBALS); the file was crafted or comes from an "
+                       "nemo_salad.checkpoint.safe_checkpoint.METADATA_GLOBALS); the file was crafted or comes from an "
                        "unsupported torch/megatron version")
 
     def persistent_load(self, pid: Any) -> Any:

@@ -4,7 +4,7 @@ NeMo 2.7's ``SaveRestoreConnector`` already reads weights with ``torch.load(weig
 instantiates whatever ``_target_`` / ``target`` the archived config names. :class:`SafeSaveRestoreConnector`
 reads the config first and refuses it unless every target resolves to a class or function defined in an allowed
 package (:func:`~nemo_salad.parts.safe_config.check_targets`); distributed weights are read with
-:func:`~nemo_salad.parts.safe_checkpoint.safe_checkpoint_reading`.
+:func:`~nemo_salad.checkpoint.safe_checkpoint.safe_checkpoint_reading`.
 
 NeMo's default connector refuses to save under model parallelism. Here a model split over tensor-parallel ranks
 is saved as a megatron distributed checkpoint inside the archive (``model_weights_dist/``, every rank writing its
@@ -67,7 +67,7 @@ def check_archive_members(path: str | Path) -> None:
     >>> check_archive_members(path)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    nemo_salad.parts.nemo_io.UnsafeArchiveError: ...model.nemo: refusing to unpack 1 unsafe member(s): \
+    nemo_salad.checkpoint.nemo_io.UnsafeArchiveError: ...model.nemo: refusing to unpack 1 unsafe member(s): \
 '../outside.txt' points outside the archive folder ('..'). ...
     """
     path = Path(path)
@@ -130,7 +130,7 @@ class SafeSaveRestoreConnector(SaveRestoreConnector):
         import torch.distributed as dist
         from nemo.utils.get_rank import is_global_rank_zero
 
-        from nemo_salad.models.dist_checkpoint import save_distributed
+        from nemo_salad.checkpoint.distributed import save_distributed
 
         staging = Path(save_path).parent / f".{Path(save_path).name}.{DIST_WEIGHTS}"
         if is_global_rank_zero():
@@ -158,7 +158,7 @@ class SafeSaveRestoreConnector(SaveRestoreConnector):
         if return_config or not _has_dist_weights(restore_path):  # NeMo's restore checks the members (see above)
             return super().restore_from(calling_cls, restore_path, override_config_path, map_location, strict,
                                         return_config, trainer, validate_access_integrity)
-        from nemo_salad.models.dist_checkpoint import load_distributed
+        from nemo_salad.checkpoint.distributed import load_distributed
 
         check_archive_members(restore_path)
         with tempfile.TemporaryDirectory() as tmpdir:
