@@ -28,11 +28,11 @@ def step_times(reps: int, threads: int) -> dict[str, float]:
     import torch
 
     from nemo_salad.models.salad import SaladModel
-    from nemo_salad.parts.bench import compose_config, fixed_batch
+    from nemo_salad.recipes.bench import compose_config, fixed_batch
 
     torch.set_num_threads(threads)
     model = SaladModel(compose_config("stage1", []).model).train()
-    batch = fixed_batch(model.tokenizer)
+    batch = fixed_batch(model)
     times: dict[str, list[float]] = {"alpha=1": [], "alpha=0": []}
     for rep in range(reps + 1):
         for name, alpha in (("alpha=1", 1.0), ("alpha=0", 0.0)):
@@ -49,7 +49,7 @@ def loss_memory(variant: str, n: int, h: int, train_weight: bool) -> dict[str, f
     import torch
 
     from nemo_salad.losses import InterpolatedLoss, fused_distillation
-    from nemo_salad.parts.bench import peak_rss_mb
+    from nemo_salad.recipes.bench import peak_rss_mb
 
     torch.set_num_threads(1)
     g = torch.Generator().manual_seed(0)

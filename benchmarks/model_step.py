@@ -1,9 +1,9 @@
 """CPU training-step time of the embedded default SALAD model and the memory the shared-weights teacher saves.
 
 Model: SmolLM2-135M student + teacher, the demo FastConformer (4 layers, width 144) and the 2-layer causal
-adapter, on a fixed batch of 4 samples ``[text, 3 s speech, text]``. One step = splice, student forward,
-teacher forward (no grad), fused distillation loss, backward, AdamW update. Two teacher modes, each measured
-in its own process so their memory does not mix:
+adapter, on a fixed batch of 4 samples ``[text, 3 s speech, text]``. One step = speech into the input slots,
+student forward, teacher forward (no grad), fused distillation loss, backward, AdamW update. Two teacher modes, each
+measured in its own process so their memory does not mix:
 
 * ``copy``   — a separate frozen teacher LLM, student LLM fully fine-tuned (the paper's setting);
 * ``shared`` — student LLM with LoRA (rank 8), teacher = the same weights with LoRA off (the demo default).
@@ -23,7 +23,7 @@ def measure(mode: str, reps: int, threads: int) -> dict:
     import torch
 
     from nemo_salad.models.salad import SaladModel
-    from nemo_salad.parts.bench import compose_config, fixed_batch, median_time, peak_rss_mb
+    from nemo_salad.recipes.bench import compose_config, fixed_batch, median_time, peak_rss_mb
 
     torch.set_num_threads(threads)
     overrides = ["model/teacher=copy", "model.llm.lora=null"] if mode == "copy" else []
@@ -33,7 +33,7 @@ def measure(mode: str, reps: int, threads: int) -> dict:
     from nemo_salad.parts.optim import param_groups
 
     optimizer = torch.optim.AdamW(param_groups(model, dict(cfg.model.optim)))
-    batch = fixed_batch(model.tokenizer)
+    batch = fixed_batch(model)
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)

@@ -1,8 +1,8 @@
 """Throughput and model FLOPs utilisation (MFU) of the Stage I training step.
 
-One step = splice speech into text, student forward, teacher forward (no grad), fused distillation loss, backward,
-optimizer update — on a fixed batch of ``--samples`` × ``[text, speech, text]`` samples with ``--speech-seconds`` of
-audio each. Two model sizes:
+One step = encode speech into the input slots, student forward, teacher forward (no grad), fused distillation loss,
+backward, optimizer update — on a fixed batch of ``--samples`` × ``[text, speech, text]`` samples with
+``--speech-seconds`` of audio each. Two model sizes:
 
 * ``default`` — the embedded default of ``conf/stage1.yaml`` (SmolLM2-135M with LoRA and a shared teacher, the
   demo FastConformer, a 2-layer adapter);
@@ -50,9 +50,9 @@ def _peak(device: torch.device, override: float | None) -> float | None:
 
 
 def _build(model_name: str, device: torch.device) -> tuple[Any, Any]:
+    from nemo_salad.models.build import llm_source_dir
     from nemo_salad.models.salad import SaladModel
-    from nemo_salad.parts.bench import compose_config
-    from nemo_salad.parts.pretrained import llm_source_dir
+    from nemo_salad.recipes.bench import compose_config
 
     overrides = MODELS[model_name]
     if model_name != "default":  # random weights; SmolLM2's tokenizer (its ids fit any of these vocabularies)
@@ -62,11 +62,7 @@ def _build(model_name: str, device: torch.device) -> tuple[Any, Any]:
     return cfg, SaladModel(cfg.model).to(device).train()
 
 
-def _to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-
-
-def count_flops(model: Any, batch: dict[str, Any]) -> int:
+def count_flops(model: Any, batch: Any) -> int:
     """Model FLOPs of one training step's forward and backward on ``batch``."""
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -79,17 +75,16 @@ def count_flops(model: Any, batch: dict[str, Any]) -> int:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from nemo_salad.llm.parallel import init_model_parallel
-    from nemo_salad.parts.bench import fixed_batch
+    from nemo_salad.recipes.bench import fixed_batch
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if args.strategy == "megatron" and device.type != "cuda":
         raise SystemExit("--strategy megatron needs a GPU (MegatronStrategy's streams and fused kernels)")
     init_model_parallel()
     cfg, model = _build(args.model, device)
-    batch = _to(fixed_batch(model.tokenizer, samples=args.samples, speech_seconds=args.speech_seconds), device)
-    with torch.no_grad():
-        spliced = model.splice_batch(batch)
-    tokens = int(spliced.student_mask.sum())  # student positions: text tokens and speech frames, no padding
+    batch = fixed_batch(model, samples=args.samples, speech_seconds=args.speech_seconds,
+                        pack_length=args.pack_length).to(device)
+    tokens = int(batch.student_mask.sum())  # student positions: text tokens and speech frames, no padding
     flops = count_flops(model, batch)
     optim = dict(cfg.model.optim)
     if args.strategy == "megatron":
@@ -129,7 +124,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return {"model": args.model, "strategy": args.strategy, "precision": args.precision, "device": name,
             "trainable_m": trainable / 1e6, "samples": args.samples, "tokens": tokens, "step_s": step_s,
-            "tokens_s": tokens / step_s, "audio_s_s": args.samples * args.speech_seconds / step_s,
+            "tokens_s": tokens / step_s,
+            "padded": batch.padded_fraction(), "audio_s_s": args.samples * args.speech_seconds / step_s,
             "tflops": flops / step_s / 1e12, "flops_step": flops,
             "mfu": flops / step_s / peak if peak else None, "first_loss": first_loss}
 
@@ -142,6 +138,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=4)
     parser.add_argument("--speech-seconds", type=float, default=3.0)
     parser.add_argument("--steps", type=int, default=5, help="timed steps after one warm-up step (median reported)")
+    parser.add_argument("--pack-length", type=int, default=None, help="pack samples into rows (default: one per row)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--peak-tflops", type=float, default=None, help="peak of the device (default: by GPU name)")
     args = parser.parse_args()
@@ -151,11 +148,12 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     r = run(args)
     mfu = f"{r['mfu']:.1%}" if r["mfu"] is not None else "n/a (no peak for this device)"
-    print("| model | strategy | precision | device | trainable M | samples × s | student tokens | step s | tokens/s "
-          "| audio s/s | model TFLOP/s | MFU |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| model | strategy | precision | device | trainable M | samples × s | student tokens | padded | step s "
+          "| tokens/s | audio s/s | model TFLOP/s | MFU |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     print(f"| {r['model']} | {r['strategy']} | {r['precision']} | {r['device']} | {r['trainable_m']:.1f} | "
-          f"{r['samples']} × {args.speech_seconds:g} | {r['tokens']} | {r['step_s']:.3f} | {r['tokens_s']:.0f} | "
+          f"{r['samples']} × {args.speech_seconds:g} | {r['tokens']} | {100 * r['padded']:.1f} % | {r['step_s']:.3f} | "
+          f"{r['tokens_s']:.0f} | "
           f"{r['audio_s_s']:.1f} | {r['tflops']:.3f} | {mfu} |")
     print(f"model FLOPs per step: {r['flops_step']:.3e}; first-step loss: {r['first_loss']:.6f}")
 

@@ -12,7 +12,7 @@ from nemo.utils import logging
 from nemo_salad.data.skips import HeldOutCount
 from nemo_salad.llm.parallel import data_parallel_group
 from nemo_salad.metrics import GapStats, gap_stats
-from nemo_salad.metrics.gap import sum_over_ranks
+from nemo_salad.parts.distributed import sum_over_ranks
 
 __all__ = ["GapReport"]
 
@@ -43,6 +43,8 @@ class GapReport(pl.Callback):
         for loader in loaders:
             for batch in loader:
                 items.add(batch)
+                if not batch.num_samples:  # every sample skipped (counted above)
+                    continue
                 batch = model.transfer_batch_to_device(batch, model.device, 0)
                 outputs = model(batch)  # one set of forward passes for the loss and the gap metrics
                 out = model.compute_loss(batch, outputs)

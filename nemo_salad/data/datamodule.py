@@ -1,6 +1,6 @@
 """Lightning DataModule: weighted training sources, a validation set of paired speech/text, resumable.
 
-Config (``data`` section)::
+Config (``data`` section; its keys, types and defaults: :class:`nemo_salad.data.config.DataConfig`)::
 
     sources:                 # training mixture; each batch comes from one source, drawn ∝ weight
       - {name: speech, shar: /data/speech_shar, weight: 2}
@@ -10,6 +10,7 @@ Config (``data`` section)::
     batch_duration: 60       # seconds of audio (or reading time) per batch
     num_buckets: 4
     max_duration: 30         # longer utterances are skipped and counted
+    pack_length: 2048        # pack samples into rows of at most this many positions (null: one sample per row)
     max_skip_fraction: 0.5   # a source whose skipped fraction exceeds this stops the run (nemo_salad.data.skips)
     skip_check_items: 100    # items per source that fraction is measured over
     num_workers: 1
@@ -28,6 +29,7 @@ from nemo.utils import logging
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
+from nemo_salad.data.batch import FrameCounter
 from nemo_salad.data.dataset import SaladDataset
 from nemo_salad.data.layout import LayoutConfig
 from nemo_salad.data.sampler import MixtureSampler
@@ -53,9 +55,19 @@ def _plain(cfg: Any) -> dict:
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg or {})
 
 
+def _with_defaults(cfg: dict) -> dict:
+    """``cfg`` with every default of the training config's schema filled in and its types checked (the one place
+    the ``data`` defaults are written: :class:`nemo_salad.data.config.DataConfig`)."""
+    from nemo_salad.data.config import DataConfig
+    from nemo_salad.parts.schema import typed_section
+
+    return OmegaConf.to_container(typed_section(DataConfig, cfg, "data", "data."))
+
+
 def _check_sizes(cfg: dict) -> None:
     """Batch and duration settings that lhotse would otherwise refuse with a bare assertion."""
-    for key, integer in (("batch_duration", False), ("max_duration", False), ("num_buckets", True)):
+    for key, integer in (("batch_duration", False), ("max_duration", False), ("num_buckets", True),
+                         ("pack_length", True)):
         value = cfg.get(key)
         if value is None:
             continue
@@ -74,7 +86,9 @@ class SaladDataModule(pl.LightningDataModule):
     Args:
         cfg: the ``data`` section.
         tokenizer: the model's tokenizer.
-        min_samples (int): fewest samples of a speech span (the model's ``min_audio_samples``). Default: 160.
+        frames (FrameCounter): adapter frames per clip length (``SaladModel.frame_counter``).
+        pad_id (int): token id of padding and speech slots (``SaladModel.pad_id``).
+        max_len (int | None): the LLM context (``max_position_embeddings``). Default: None.
 
     Attributes:
         skip_monitor (SkipMonitor): per-source skip counts of the training stream, updated by the model.
@@ -84,40 +98,40 @@ class SaladDataModule(pl.LightningDataModule):
             threshold outside [0, 1], naming the key.
     """
 
-    def __init__(self, cfg: Any, tokenizer: Any, min_samples: int = 160) -> None:
+    def __init__(self, cfg: Any, tokenizer: Any, frames: FrameCounter, pad_id: int, max_len: int | None = None
+                 ) -> None:
         super().__init__()
         self.cfg = _plain(cfg)
         _check_sizes(self.cfg)
-        self.skip_monitor = SkipMonitor(float(self.cfg.get("max_skip_fraction", 0.5)),
-                                        int(self.cfg.get("skip_check_items", 100)))
-        layout = dict(self.cfg.get("layout") or {})
+        self.cfg = _with_defaults(self.cfg)
+        self.skip_monitor = SkipMonitor(self.cfg["max_skip_fraction"], self.cfg["skip_check_items"])
+        layout = dict(self.cfg["layout"])
         for key in ("text_words", "speech_words", "prefix_speech_fraction"):
             if key in layout:
                 layout[key] = tuple(layout[key])
         self.layout = LayoutConfig(**layout)
-        self.tokenizer, self.min_samples = tokenizer, min_samples
-        self.seed = int(self.cfg.get("seed", 0))
+        self.tokenizer, self.frames, self.pad_id, self.max_len = tokenizer, frames, int(pad_id), max_len
+        self.seed = self.cfg["seed"]
         self.mixture = MixtureSampler(self._make_sampler, seed=self.seed)
         self._resume_state: dict[str, Any] | None = None
         self._prepared = False
 
     # ------------------------------------------------------------------ construction
     def _make_sampler(self, cuts: CutSet, seed: int) -> DynamicBucketingSampler:
-        return DynamicBucketingSampler(cuts, max_duration=float(self.cfg.get("batch_duration", 60.0)),
-                                       num_buckets=int(self.cfg.get("num_buckets", 4)), shuffle=True, seed=seed,
-                                       buffer_size=int(self.cfg.get("buffer_size", 2000)),
-                                       num_cuts_for_bins_estimate=int(self.cfg.get("bins_estimate_cuts", 2000)),
+        return DynamicBucketingSampler(cuts, max_duration=self.cfg["batch_duration"],
+                                       num_buckets=self.cfg["num_buckets"], shuffle=True, seed=seed,
+                                       buffer_size=self.cfg["buffer_size"],
+                                       num_cuts_for_bins_estimate=self.cfg["bins_estimate_cuts"],
                                        **data_parallel_shard())
 
     def dataset(self, seed_offset: int = 0, source: str | None = None) -> SaladDataset:
-        return SaladDataset(self.tokenizer, self.layout, min_samples=self.min_samples,
-                            max_duration=float(self.cfg.get("max_duration", 40.0)),
-                            max_text_tokens=int(self.cfg.get("max_text_tokens", 512)), seed=self.seed + seed_offset,
-                            source=source)
+        return SaladDataset(self.tokenizer, self.layout, frames=self.frames, pad_id=self.pad_id, max_len=self.max_len,
+                            max_duration=self.cfg["max_duration"], max_text_tokens=self.cfg["max_text_tokens"],
+                            pack_length=self.cfg["pack_length"], seed=self.seed + seed_offset, source=source)
 
     def prepare_data(self) -> None:
         """Build cached corpora (the embedded demo) once, before any source is read."""
-        demo = self.cfg.get("demo")
+        demo = self.cfg["demo"]
         if demo:
             from nemo_salad.data.demo import prepare_demo
 
@@ -127,10 +141,10 @@ class SaladDataModule(pl.LightningDataModule):
         if self._prepared:
             return
         self.prepare_data()
-        for entry in self.cfg.get("sources") or []:
-            cuts = load_source(entry, self.cfg.get("demo"))
-            self.mixture.add_source(entry["name"], cuts, float(entry.get("weight", 1)),
-                                    origin={k: v for k, v in entry.items() if k != "weight"})
+        for entry in self.cfg["sources"]:
+            cuts = load_source(entry, self.cfg["demo"])
+            self.mixture.add_source(entry["name"], cuts, entry["weight"],
+                                    origin={k: v for k, v in entry.items() if k != "weight" and v is not None})
         if self._resume_state is not None:
             self._resume(self._resume_state)
         self._prepared = True
@@ -143,18 +157,18 @@ class SaladDataModule(pl.LightningDataModule):
     # ------------------------------------------------------------------ loaders
     def train_dataloader(self) -> DataLoader:
         self.setup("fit")
-        workers = int(self.cfg.get("num_workers", 1))
+        workers = self.cfg["num_workers"]
         return DataLoader(self.dataset(), sampler=self.mixture, batch_size=None, num_workers=workers,
                           persistent_workers=False, prefetch_factor=2 if workers else None)
 
     def val_dataloader(self) -> DataLoader | list:
-        val = self.cfg.get("validation")
+        val = self.cfg["validation"]
         if not val:
             return []
-        cuts = load_source(val, self.cfg.get("demo"))
+        cuts = load_source(val, self.cfg["demo"])
         if val.get("max_cuts"):
             cuts = cuts.subset(first=int(val["max_cuts"]))
-        sampler = SimpleCutSampler(cuts, max_duration=float(self.cfg.get("batch_duration", 60.0)), shuffle=False,
+        sampler = SimpleCutSampler(cuts, max_duration=self.cfg["batch_duration"], shuffle=False,
                                    **data_parallel_shard())
         origin = ", ".join(f"{k}={val[k]}" for k in ("shar", "manifest", "texts", "demo") if val.get(k))
         return DataLoader(self.dataset(seed_offset=1, source=f"data.validation ({origin})"), sampler=sampler,
@@ -187,5 +201,5 @@ class SaladDataModule(pl.LightningDataModule):
                 raise ValueError(f"cannot resume: training source {saved['name']!r} was added during the run without "
                                  "an origin to rebuild it from")
             entry = {**saved["origin"], "name": saved["name"]}
-            self.mixture.add_source(saved["name"], load_source(entry, self.cfg.get("demo")), float(saved["weight"]),
+            self.mixture.add_source(saved["name"], load_source(entry, self.cfg["demo"]), float(saved["weight"]),
                                     origin=saved["origin"])

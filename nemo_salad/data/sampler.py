@@ -22,7 +22,7 @@ from lhotse import CutSet
 
 __all__ = ["SOURCE_ATTR", "MixtureSampler", "SourceSpec"]
 
-#: attribute of each yielded batch (a CutSet) naming its source; the dataset reports it as ``batch["source"]``
+#: attribute of each yielded batch (a CutSet) naming its source; the dataset reports it as ``batch.source``
 SOURCE_ATTR = "salad_source"
 
 SamplerFactory = Callable[[CutSet, int], Any]  # (cuts, seed) -> lhotse CutSampler

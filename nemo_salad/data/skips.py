@@ -1,7 +1,7 @@
 """Count the items each data source loses to skips, and stop a run whose data is unusable.
 
 The dataset skips an unusable cut (missing or unreadable audio, empty transcript, too long, ...) instead of
-stopping, and names the source of each batch in ``batch["source"]``. :class:`SkipMonitor` sees every batch in the
+stopping, and names the source of each batch in ``batch.source``. :class:`SkipMonitor` sees every batch in the
 training process and raises :class:`UnusableDataError` when a source has yielded no usable item at all, or when
 the skipped fraction of its last ``window`` items exceeds ``max_fraction``. Nothing is judged before a source has
 delivered ``window`` items, so one bad item early does not end a run. Config (``data`` section)::
@@ -118,8 +118,9 @@ class HeldOutCount:
     Args:
         source (str): what is read, for messages; a batch's ``source`` replaces it. Default: "held-out data".
 
+    >>> from types import SimpleNamespace
     >>> count = HeldOutCount()
-    >>> count.add({"segments": [], "skipped": [("a", "cannot read audio a.wav")], "source": "data.validation"})
+    >>> count.add(SimpleNamespace(num_samples=0, skipped=[("a", "cannot read audio a.wav")], source="data.validation"))
     >>> count.finish()
     Traceback (most recent call last):
     ...
@@ -132,13 +133,14 @@ or M can be measured; e.g. cut a: cannot read audio a.wav. Check its paths and a
     skipped: int = 0
     examples: list[tuple[str, str]] = field(default_factory=list)
 
-    def add(self, batch: dict[str, Any]) -> None:
-        """Count one collated batch (``segments``, ``skipped``, ``source``)."""
-        skipped = list(batch.get("skipped") or [])
-        self.used += len(batch["segments"])
+    def add(self, batch: Any) -> None:
+        """Count one collated batch (a :class:`~nemo_salad.data.batch.SaladBatch`: ``num_samples``, ``skipped``,
+        ``source``)."""
+        skipped = list(batch.skipped)
+        self.used += batch.num_samples
         self.skipped += len(skipped)
         self.examples.extend(skipped[: max(0, 3 - len(self.examples))])
-        self.source = batch.get("source") or self.source
+        self.source = batch.source or self.source
 
     def finish(self, group: Any = None, refuse_unusable: bool = True) -> int:
         """End the pass: the counts summed over the ranks of ``group``; returns the number of skipped items.
@@ -152,7 +154,7 @@ or M can be measured; e.g. cut a: cannot read audio a.wav. Check its paths and a
             UnusableDataError: with ``refuse_unusable``, if items were read and every one was skipped (its metrics
                 would read 0), naming the source, the count and example items.
         """
-        from nemo_salad.metrics.gap import sum_over_ranks
+        from nemo_salad.parts.distributed import sum_over_ranks
 
         used, skipped = (int(v) for v in sum_over_ranks([float(self.used), float(self.skipped)], group))
         if refuse_unusable and used == 0 and skipped > 0:

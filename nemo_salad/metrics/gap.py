@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from nemo_salad.losses.fused import chunked_divergence
+from nemo_salad.parts.distributed import sum_over_ranks
 
 __all__ = ["GapStats", "gap_stats", "next_token_positions", "sum_over_ranks"]
 
@@ -63,24 +64,6 @@ class GapStats:
                 "forgetting_tokens": self.forgetting_tokens, "misalignment_tokens": self.misalignment_tokens}
 
 
-def sum_over_ranks(values: list[float], group: Any = None) -> list[float]:
-    """``values`` summed over the ranks of ``group`` (float64); unchanged without ``torch.distributed`` or with one
-    rank.
-
-    >>> sum_over_ranks([1.0, 2.0])
-    [1.0, 2.0]
-    """
-    import torch.distributed as dist
-
-    if not dist.is_initialized() or dist.get_world_size(group) == 1:
-        return list(values)
-    sums = torch.tensor(values, dtype=torch.float64)
-    if dist.get_backend(group) == "nccl":
-        sums = sums.cuda()
-    dist.all_reduce(sums, group=group)
-    return sums.tolist()
-
-
 def next_token_positions(mask: Tensor) -> Tensor:
     """Flat indices into ``mask.flatten()`` of positions whose next position is also real: ``(B, T) → (K,)``.
 
@@ -93,39 +76,38 @@ def next_token_positions(mask: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def gap_stats(model: Any, batch: dict[str, Any], chunk_size: int = 1024,
-              speech: tuple[Tensor, Tensor] | None = None, outputs: dict[str, Any] | None = None) -> GapStats:
+def gap_stats(model: Any, batch: Any, chunk_size: int = 1024, speech: tuple[Tensor, Tensor] | None = None,
+              outputs: Any = None) -> GapStats:
     """Forgetting and misalignment sums of one batch of paired speech/text.
 
     Args:
         model (SaladModel): needs a teacher (``teacher.mode`` copy or shared) for forgetting.
-        batch (dict): a model batch (see :class:`~nemo_salad.models.SaladModel`).
+        batch (SaladBatch): a model batch (see :mod:`nemo_salad.data.batch`).
         chunk_size (int): positions per chunk of the vocabulary projection. Default: 1024.
         speech (tuple | None): precomputed ``(frames, lens)`` instead of the model's encoder + adapter.
-        outputs (dict | None): ``model.forward(batch)`` when already run (spliced batch, student and teacher
-            hidden states are then reused).
+        outputs (SaladOutput | None): ``model.forward(batch)`` when already run (its student and teacher hidden
+            states are then reused).
 
     Returns:
         GapStats: forgetting over every next-token position of the all-text sequences, misalignment over the
         student's text predictions on speech.
     """
-    outputs = dict(outputs or {})
-    sb = outputs["spliced"] if "spliced" in outputs else model.splice_batch(batch, speech=speech)
-    if sb is None:
+    if not batch.num_samples:
         return GapStats()
     w = model.llm.output_weight  # (V, H), or this rank's (V/TP, H) vocabulary shard
     tp_group = model.llm.tp_group
-    text_hidden = model.student_text_hidden(sb).flatten(0, 1)  # (B*Tt, H) student on text
+    text_hidden = model.student_text_hidden(batch).flatten(0, 1)  # (Rt*Tt, H) student on text
     stats = GapStats()
-    if sb.num_targets:
-        student = outputs["student_hidden"] if "student_hidden" in outputs else model.student_hidden(sb)
-        speech_hidden = student.flatten(0, 1)[sb.student_pos]  # (N, H) student on speech
-        m = chunked_divergence(speech_hidden, w, text_hidden[sb.teacher_pos], w, chunk_size=chunk_size,
+    if batch.num_targets:
+        student = outputs.student_hidden if outputs is not None else model.student_hidden(batch, speech)
+        speech_hidden = student.flatten(0, 1)[batch.student_pos]  # (P, H) student on speech
+        m = chunked_divergence(speech_hidden, w, text_hidden[batch.teacher_pos], w, chunk_size=chunk_size,
                                tp_group=tp_group)
         stats.misalignment_sum, stats.misalignment_tokens = float(m.double().sum()), int(m.numel())
     if model.teacher_mode != "none":
-        pos = next_token_positions(sb.teacher_mask)
-        teacher = outputs["teacher_hidden"] if "teacher_hidden" in outputs else model.teacher_hidden(sb)
+        pos = batch.teacher_next_positions()
+        teacher = outputs.teacher_hidden if outputs is not None and outputs.teacher_hidden is not None \
+            else model.teacher_hidden(batch)
         f = chunked_divergence(text_hidden[pos], w, teacher.flatten(0, 1)[pos], model.teacher_output_weight,
                                chunk_size=chunk_size, tp_group=tp_group)
         stats.forgetting_sum, stats.forgetting_tokens = float(f.double().sum()), int(f.numel())

@@ -36,18 +36,18 @@ def measure_gap(model: Any, cuts: CutSet, layout: LayoutConfig | None = None, ba
         dict: ``forgetting``, ``misalignment``, token counts, ``utterances`` and ``skipped`` (id → reason).
     """
     model.eval()
-    dataset = SaladDataset(model.tokenizer, layout or LayoutConfig(), min_samples=model.min_audio_samples, seed=seed)
+    dataset = SaladDataset(model.tokenizer, layout or LayoutConfig(), frames=model.frame_counter(), pad_id=model.pad_id,
+                           max_len=model.context_length, seed=seed)
     stats, used, skipped = GapStats(), 0, {}
     # every cut, in this process: lhotse's samplers would otherwise keep only this rank's share under torch.distributed
     sampler = SimpleCutSampler(cuts, max_duration=batch_duration, shuffle=False, world_size=1, rank=0)
     for cut_batch in sampler:
         batch = dataset[cut_batch]
-        skipped.update(dict(batch["skipped"]))
-        if not batch["segments"]:
+        skipped.update(dict(batch.skipped))
+        if not batch.num_samples:
             continue
-        batch = model.transfer_batch_to_device(batch, model.device, 0)
-        stats += gap_stats(model, batch)
-        used += len(batch["segments"])
+        stats += gap_stats(model, batch.to(model.device))
+        used += batch.num_samples
     return {**stats.as_dict(), "utterances": used, "skipped": skipped}
 
 

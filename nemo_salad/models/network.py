@@ -47,8 +47,8 @@ class SaladNetwork(nn.Module):
 
     def sharded_state_dict(self, prefix: str = "", sharded_offsets: tuple = (), metadata: dict | None = None
                            ) -> dict[str, Any]:
-        """Megatron distributed-checkpoint view (see :mod:`nemo_salad.models.dist_checkpoint`)."""
-        from nemo_salad.models.dist_checkpoint import sharded_state_dict
+        """Megatron distributed-checkpoint view (see :mod:`nemo_salad.checkpoint.distributed`)."""
+        from nemo_salad.checkpoint.distributed import sharded_state_dict
 
         return sharded_state_dict(self, prefix, sharded_offsets, metadata)
 

@@ -46,6 +46,7 @@ def wrap(model: Any, optim: dict[str, Any], max_steps: int, precision: str = "bf
     parallel = MegatronParallel(model, precision_plugin=plugin, cpu=not next(model.parameters()).is_cuda,
                                 ddp_config=strategy.ddp_config, convert_module_fn=plugin.convert_module)
     parallel.callbacks.add(strategy.data_sampler)  # sets the micro-batch count of each step
+    model.megatron = True  # megatron's schedule calls the steps (the strategy flag a MegatronStrategy trainer sets)
     parallel.apply_convert_module_fn()
     parallel.init_ddp()
     module = megatron_optimizer(optim, max_steps=max_steps, bf16=precision.startswith("bf16"), clip_grad=clip_grad)

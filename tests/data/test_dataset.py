@@ -11,11 +11,19 @@ import pytest
 import torch
 from lhotse import CutSet
 
+from nemo_salad.data.batch import FrameCounter
 from nemo_salad.data.dataset import SaladDataset
 from nemo_salad.data.layout import LayoutConfig, Word, plan_spans, word_timings
+from nemo_salad.data.replay import text_cuts_for_replay
 from nemo_salad.data.sampler import MixtureSampler
-from nemo_salad.data.sources import text_cuts_for_replay
 from tests.helpers.tone_speech import SR, UNIT, random_sentences, tone_audio, tone_cuts
+
+#: one frame per 10 ms of audio (no network needed to lay out a batch)
+FRAMES = FrameCounter.from_formula(lambda n: torch.div(n, 160, rounding_mode="floor"), 40 * SR)
+
+
+def _dataset(tokenizer, layout=None, **kwargs) -> SaladDataset:
+    return SaladDataset(tokenizer, layout, frames=FRAMES, pad_id=0, **kwargs)
 
 
 @pytest.mark.parametrize("kind", ["prefix", "interleaved", "mixed"])
@@ -40,21 +48,21 @@ def test_proportional_timings_are_exact_on_tone_speech(tmp_path):
 def test_batch_segments_rebuild_text_and_audio(tmp_path, tiny_tokenizer):
     texts = random_sentences(6, seed=1)
     cuts = tone_cuts(texts, tmp_path) + text_cuts_for_replay([("r0", "a dog ran in the park")])
-    ds = SaladDataset(tiny_tokenizer, LayoutConfig(kind="interleaved", text_words=(2, 3), speech_words=(2, 3)))
+    ds = _dataset(tiny_tokenizer, LayoutConfig(kind="interleaved", text_words=(2, 3), speech_words=(2, 3)))
     batch = ds[cuts]
-    assert batch["skipped"] == [] and len(batch["segments"]) == 7
-    for cut, segments in zip(cuts, batch["segments"]):
+    assert batch.skipped == [] and len(batch.segments) == 7
+    for cut, segments in zip(cuts, batch.segments):
         teacher = [i for s in segments for i in s.ids]
         assert tiny_tokenizer.decode(teacher).split() == cut.supervisions[0].text.split()
         for seg in segments:
             if seg.kind == "speech":  # the clip is exactly this span's audio
                 words = tiny_tokenizer.decode(seg.ids).split()
-                n = int(batch["audio_lens"][seg.clip])
+                n = int(batch.audio_lens[seg.clip])
                 expected = tone_audio(" ".join(words))
                 assert abs(n - len(expected)) <= 1
-                assert np.allclose(batch["audio"][seg.clip, : min(n, len(expected))].numpy(),
+                assert np.allclose(batch.audio[seg.clip, : min(n, len(expected))].numpy(),
                                    expected[: min(n, len(expected))], atol=1e-3)
-    assert batch["segments"][-1][0].kind == "text" and len(batch["segments"][-1]) == 1
+    assert batch.segments[-1][0].kind == "text" and len(batch.segments[-1]) == 1
 
 
 def test_bad_cuts_are_skipped_counted_and_logged(tmp_path, tiny_tokenizer, caplog):
@@ -63,11 +71,11 @@ def test_bad_cuts_are_skipped_counted_and_logged(tmp_path, tiny_tokenizer, caplo
     (tmp_path / "utt2.flac").write_bytes(b"not audio at all")  # unreadable
     cuts[3].supervisions[0].text = "  "  # empty transcript
     long = tone_cuts(["word " * 200], tmp_path / "long")[0]  # far longer than max_duration
-    ds = SaladDataset(tiny_tokenizer, LayoutConfig(), max_duration=10.0)
+    ds = _dataset(tiny_tokenizer, LayoutConfig(), max_duration=10.0)
     with caplog.at_level(logging.WARNING):
         batch = ds[CutSet.from_cuts(cuts + [long])]
-    reasons = dict(batch["skipped"])
-    assert batch["sample_ids"] == ["utt0", "utt4"]
+    reasons = dict(batch.skipped)
+    assert batch.sample_ids == ["utt0", "utt4"]
     assert "utt1.flac" in reasons["utt1"] and "cannot read audio" in reasons["utt1"]
     assert "utt2.flac" in reasons["utt2"]
     assert reasons["utt3"] == "empty transcript"
@@ -114,9 +122,9 @@ def test_resume_refuses_different_sources():
 
 def test_audio_at_other_rates_is_resampled(tmp_path, tiny_tokenizer):
     cut = tone_cuts(["the cat sat on the mat again"], tmp_path)[0].resample(8000)
-    batch = SaladDataset(tiny_tokenizer, LayoutConfig(kind="prefix"))[CutSet.from_cuts([cut])]
-    assert batch["skipped"] == [] and torch.isfinite(batch["audio"]).all()
-    assert abs(int(batch["audio_lens"].sum()) - SR * cut.duration * 3 / 7) < 0.5 * SR  # roughly 3 of 7 words
+    batch = _dataset(tiny_tokenizer, LayoutConfig(kind="prefix"))[CutSet.from_cuts([cut])]
+    assert batch.skipped == [] and torch.isfinite(batch.audio).all()
+    assert abs(int(batch.audio_lens.sum()) - SR * cut.duration * 3 / 7) < 0.5 * SR  # roughly 3 of 7 words
 
 
 def test_cuts_laid_out_with_proportional_times_are_counted_and_logged(tmp_path, tiny_tokenizer, caplog):
@@ -125,14 +133,14 @@ def test_cuts_laid_out_with_proportional_times_are_counted_and_logged(tmp_path, 
     cuts = list(tone_cuts(random_sentences(4, seed=3), tmp_path))
     aligned = cuts[0].supervisions[0]
     aligned.alignment = {"word": [AlignmentItem(w.text, w.start, w.end - w.start) for w in word_timings(cuts[0])]}
-    ds = SaladDataset(tiny_tokenizer, LayoutConfig(kind="interleaved", text_words=(2, 3), speech_words=(2, 3)),
+    ds = _dataset(tiny_tokenizer, LayoutConfig(kind="interleaved", text_words=(2, 3), speech_words=(2, 3)),
                       source="tones")
     with caplog.at_level(logging.WARNING):
         first = ds[CutSet.from_cuts(cuts[:2])]
         second = ds[CutSet.from_cuts(cuts[2:])]
-    assert first["proportional"] == ["utt1"] and second["proportional"] == ["utt2", "utt3"]
+    assert first.proportional == ["utt1"] and second.proportional == ["utt2", "utt3"]
     assert ds.n_proportional == 3
     warnings = [r.message for r in caplog.records if "proportional word times" in r.message]
     assert len(warnings) == 1 and "1 cut(s) (this batch: source 'tones')" in warnings[0]  # first one, then every 1000
-    assert SaladDataset(tiny_tokenizer, LayoutConfig(alignment_fallback="skip"))[
-        CutSet.from_cuts(cuts[1:2])]["proportional"] == []
+    assert _dataset(tiny_tokenizer, LayoutConfig(alignment_fallback="skip"))[
+        CutSet.from_cuts(cuts[1:2])].proportional == []

@@ -3,13 +3,17 @@ and the data module's own check of its batch settings."""
 
 from __future__ import annotations
 
-import pytest
+from types import SimpleNamespace
 
+import pytest
+import torch
+
+from nemo_salad.data.batch import FrameCounter
 from nemo_salad.data.datamodule import SaladDataModule
 from nemo_salad.data.dataset import SaladDataset
+from nemo_salad.data.replay import text_cuts_for_replay
 from nemo_salad.data.sampler import MixtureSampler
 from nemo_salad.data.skips import HeldOutCount, SkipMonitor, UnusableDataError
-from nemo_salad.data.sources import text_cuts_for_replay
 from tests.helpers.tone_speech import random_sentences, tone_cuts
 
 
@@ -45,10 +49,10 @@ def test_a_source_without_any_usable_item_fails_even_with_no_threshold():
 
 def test_a_held_out_pass_with_no_usable_item_is_refused():
     count = HeldOutCount()
-    count.add({"segments": [["s"]], "skipped": _bad(2), "source": "data.validation (manifest=v.jsonl)"})
+    count.add(SimpleNamespace(num_samples=1, skipped=_bad(2), source="data.validation (manifest=v.jsonl)"))
     assert count.finish() == 2
     count = HeldOutCount()
-    count.add({"segments": [], "skipped": _bad(2), "source": "data.validation (manifest=v.jsonl)"})
+    count.add(SimpleNamespace(num_samples=0, skipped=_bad(2), source="data.validation (manifest=v.jsonl)"))
     with pytest.raises(UnusableDataError, match=r"data\.validation \(manifest=v\.jsonl\): every one of its 2 items"):
         count.finish()
 
@@ -61,12 +65,13 @@ def test_mixture_batches_name_their_source(tmp_path, tiny_tokenizer):
     mixture = MixtureSampler(lambda cuts, seed: SimpleCutSampler(cuts, max_cuts=2, shuffle=True, seed=seed))
     mixture.add_source("speech", speech, 1.0)
     mixture.add_source("replay", text, 1.0)
-    dataset = SaladDataset(tiny_tokenizer, source="fallback")
+    frames = FrameCounter.from_formula(lambda n: torch.div(n, 160, rounding_mode="floor"), 40 * 16000)
+    dataset = SaladDataset(tiny_tokenizer, frames=frames, pad_id=0, source="fallback")
     batches = [dataset[cuts] for cuts, _ in zip(mixture, range(12))]
-    names = {b["source"] for b in batches}
+    names = {b.source for b in batches}
     assert names == {"speech", "replay"}
-    assert all((b["source"] == "speech") == all(i.startswith("utt") for i in b["sample_ids"]) for b in batches)
-    assert dataset[speech]["source"] == "fallback"  # a CutSet that names no source
+    assert all((b.source == "speech") == all(i.startswith("utt") for i in b.sample_ids) for b in batches)
+    assert dataset[speech].source == "fallback"  # a CutSet that names no source
 
 
 @pytest.mark.parametrize("key, value, expected", [("batch_duration", 0, "a number of seconds > 0"),
@@ -75,4 +80,4 @@ def test_mixture_batches_name_their_source(tmp_path, tiny_tokenizer):
                                                   ("max_skip_fraction", 2.0, "a number in [0, 1]")])
 def test_the_data_module_names_a_bad_batch_setting(tiny_tokenizer, key, value, expected):
     with pytest.raises(ValueError, match=rf"data\.{key}={value!r}: expected {expected}".replace("[", r"\[")):
-        SaladDataModule({"sources": [], key: value}, tiny_tokenizer)
+        SaladDataModule({"sources": [], key: value}, tiny_tokenizer, frames=None, pad_id=0)

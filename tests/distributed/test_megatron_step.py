@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from nemo_salad.checkpoint.distributed import load_distributed, save_distributed
 from nemo_salad.llm.parallel import init_model_parallel
-from nemo_salad.models.dist_checkpoint import load_distributed, save_distributed
 from nemo_salad.models.salad import SaladModel
 from tests.helpers.megatron_step import (
     OPTIM,
@@ -47,7 +47,7 @@ def test_megatron_step_equals_the_plain_step(tok):
     reference, model = _model(tok), _model(tok)
     before = _state(model)
     assert all(torch.equal(before[k], v) for k, v in _state(reference).items())
-    batches = make_batches(model.tokenizer)
+    batches = make_batches(model)
     expected = plain_steps(reference, [[b] for b in batches], OPTIM)
     with cuda_standins():
         losses, wrapped = megatron_steps(model, [[b] for b in batches], OPTIM, precision="32")
@@ -67,7 +67,7 @@ def test_megatron_step_equals_the_plain_step(tok):
 
 def test_megatron_bf16_step_runs_in_bf16_and_tracks_fp32(tok):
     reference, model = _model(tok), _model(tok)
-    batches = make_batches(model.tokenizer, steps=3)
+    batches = make_batches(model, steps=3)
     expected = plain_steps(reference, [[b] for b in batches], OPTIM)
     with cuda_standins():
         losses, _ = megatron_steps(model, [[b] for b in batches], OPTIM, precision="bf16-mixed")
@@ -89,10 +89,8 @@ def test_micro_batches_accumulate_like_one_larger_step(tok):
     """megatron.num_microbatches=2: each step pulls two batches and accumulates their gradients (the mean of the two
     losses), with a text-replay batch (no speech) among them."""
     reference, model = _model(tok), _model(tok)
-    speech = make_batches(model.tokenizer, steps=2)
-    text = {"audio": torch.zeros(0, 0), "audio_lens": torch.zeros(0, dtype=torch.long),  # as the dataset collates it
-            "segments": [[s for s in sample if s.kind == "text"] for sample in speech[1]["segments"]],
-            "sample_ids": speech[1]["sample_ids"]}
+    speech = make_batches(model, steps=2)
+    text = split_batch(model, speech[1], 1, text_only=True)[0]
     steps = [[speech[0], text], [text, speech[1]]]
     expected = plain_steps(reference, steps, OPTIM)
     with cuda_standins():
@@ -112,7 +110,7 @@ def test_two_processes_equal_one_process(tok, tmp_path, tp):
     reference = _model(tok, seed=99)  # different init, overwritten by the saved weights
     reference.load_state_dict(model.state_dict())
     dp = 2 // tp
-    expected = plain_steps(reference, [split_batch(b, dp) for b in make_batches(reference.tokenizer)], OPTIM)
+    expected = plain_steps(reference, [split_batch(reference, b, dp) for b in make_batches(reference)], OPTIM)
     mp.start_processes(run_parallel, args=(2, str(tmp_path / "rdv"), str(tmp_path), str(tok), tp), nprocs=2,
                        start_method="spawn")
     for r in range(2):
@@ -158,7 +156,7 @@ def test_megatron_optimizer_saves_before_its_first_step_and_resumes_exactly(tok,
     from nemo_salad.recipes.megatron_loop import train_step, wrap
 
     model = _model(tok)
-    batches = make_batches(model.tokenizer, steps=4)
+    batches = make_batches(model, steps=4)
     with cuda_standins():
         loop = wrap(model, OPTIM, max_steps=100, precision="bf16-mixed")
         _optimizer_checkpoint(loop, tmp_path / "optim-0")  # before any step

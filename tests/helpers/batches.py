@@ -1,27 +1,33 @@
-"""Batches of interleaved speech/text segments for model tests, and the identity speech path."""
+"""Batches of interleaved speech/text documents for model tests, and the identity speech path."""
 
 from __future__ import annotations
 
 import torch
 
-from nemo_salad.modules.splice import Segment
+from nemo_salad.data.batch import Document, FrameCounter, SaladBatch, Segment, collate, make_document
 
 TEXTS = ["the cat sat on the mat", "a dog ran in the park", "ever tried ever failed no matter try again",
          "he turned sharply and faced gregson across the table"]
+
+#: audio samples per frame of the identity path's frame counter
+IDENTITY_HOP = 160
 
 
 def encode(tokenizer, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False).input_ids
 
 
-def make_batch(tokenizer, layout: str, seconds: list[float] | None = None, seed: int = 0) -> dict:
-    """Samples of different lengths in one of the two layouts of the method.
+def make_documents(model, layout: str, seconds: list[float] | None = None, seed: int = 0, identity: bool = False
+                   ) -> tuple[list[Document], list[torch.Tensor]]:
+    """Samples of different lengths in one of the two layouts of the method, checked, and their clips.
 
     ``prefix``: the first words spoken, the rest as text. ``interleaved``: text, speech, text, speech, text.
-    Audio is random noise of the given durations (one clip per speech segment).
+    Audio is random noise of the given durations (one clip per speech segment); with ``identity`` each clip has
+    ``IDENTITY_HOP`` samples per transcript token and one slot per token (see :func:`identity_speech`).
     """
     g = torch.Generator().manual_seed(seed)
-    samples, clips = [], []
+    tok = model.tokenizer
+    plans, clips = [], []
     for i, text in enumerate(TEXTS):
         words = text.split()
         if layout == "prefix":
@@ -36,24 +42,36 @@ def make_batch(tokenizer, layout: str, seconds: list[float] | None = None, seed:
         for j, (kind, span) in enumerate(spans):
             if not span:
                 continue
-            ids = encode(tokenizer, ("" if j == 0 else " ") + " ".join(span))
+            ids = encode(tok, ("" if j == 0 else " ") + " ".join(span))
             clip = -1
             if kind == "speech":
                 clip = len(clips)
-                clips.append(int(16000 * (seconds[clip % len(seconds)] if seconds else 0.5 + 0.25 * (clip % 4))))
+                n = len(ids) * IDENTITY_HOP if identity else int(16000 * (seconds[clip % len(seconds)] if seconds
+                                                                           else 0.5 + 0.25 * (clip % 4)))
+                clips.append(0.1 * torch.randn(n, generator=g))
             segs.append(Segment(kind, ids, clip))
-        samples.append(segs)
-    lens = torch.tensor(clips)
-    audio = torch.zeros(len(clips), int(lens.max()))
-    for c, n in enumerate(clips):
-        audio[c, :n] = 0.1 * torch.randn(n, generator=g)
-    ids = [f"s{i}" for i in range(len(samples))]
-    return {"audio": audio, "audio_lens": lens, "segments": samples, "sample_ids": ids}
+        plans.append(segs)
+    frames = identity_counter() if identity else model.frame_counter(max_seconds=5.0)
+    docs = [make_document(f"s{i}", segs, [len(c) for c in clips], frames, model.pad_id)
+            for i, segs in enumerate(plans)]
+    return docs, clips
 
 
-def identity_speech(model, batch) -> tuple[torch.Tensor, torch.Tensor]:
-    """Test-only identity path: each clip's 'adapter output' is the text embedding of its transcript."""
-    transcripts = {seg.clip: seg.ids for segs in batch["segments"] for seg in segs if seg.kind == "speech"}
+def make_batch(model, layout: str, seconds: list[float] | None = None, seed: int = 0, identity: bool = False,
+               pack_length: int | None = None) -> SaladBatch:
+    """:func:`make_documents` collated (one document per row, or packed into rows of ``pack_length``)."""
+    docs, clips = make_documents(model, layout, seconds, seed, identity)
+    return collate(docs, clips, model.pad_id, pack_length)
+
+
+def identity_counter() -> FrameCounter:
+    return FrameCounter.from_formula(lambda n: torch.div(n, IDENTITY_HOP, rounding_mode="floor"), 16000)
+
+
+def identity_speech(model, batch: SaladBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Test-only identity path: each clip's 'adapter output' is the text embedding of its transcript (a batch made
+    with ``identity=True``)."""
+    transcripts = {seg.clip: seg.ids for segs in batch.segments for seg in segs if seg.kind == "speech"}
     lens = torch.tensor([len(transcripts[c]) for c in range(len(transcripts))])
     frames = torch.zeros(len(transcripts), int(lens.max()), model.llm.hidden_size)
     for c, ids in transcripts.items():

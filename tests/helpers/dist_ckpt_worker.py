@@ -23,7 +23,7 @@ def model_config(tokenizer_dir: Path) -> dict:
 def loss_on_fixed_batch(model) -> torch.Tensor:
     from tests.helpers.batches import make_batch
 
-    return model.compute_loss(make_batch(model.tokenizer, "interleaved", seed=3)).loss
+    return model.compute_loss(make_batch(model, "interleaved", seed=3)).loss
 
 
 def sgd_step(model, lr: float = 0.5) -> None:
@@ -41,9 +41,9 @@ def run(rank: int, world: int, init_file: str, work: str) -> None:
     torch.set_num_threads(1)
     import torch.distributed as dist
 
+    from nemo_salad.checkpoint.distributed import load_distributed, save_distributed
     from nemo_salad.llm.parallel import init_model_parallel
     from nemo_salad.models import SaladModel
-    from nemo_salad.models.dist_checkpoint import load_distributed, save_distributed
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     init_model_parallel(tensor_model_parallel_size=world)

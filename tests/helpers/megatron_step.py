@@ -95,29 +95,26 @@ def config(tokenizer_dir: str | Path) -> dict[str, Any]:
                                                        "encoder.encoder.conv_norm_type": "layer_norm"})
 
 
-def make_batches(tokenizer: Any, steps: int = 2) -> list[dict[str, Any]]:
+def make_batches(model: Any, steps: int = 2) -> list[Any]:
     """One batch per step (both layouts of the method, alternating)."""
     from tests.helpers.batches import make_batch
 
-    return [make_batch(tokenizer, ("interleaved", "prefix")[i % 2], seed=i) for i in range(steps)]
+    return [make_batch(model, ("interleaved", "prefix")[i % 2], seed=i) for i in range(steps)]
 
 
-def split_batch(batch: dict[str, Any], parts: int) -> list[dict[str, Any]]:
-    """Split a collated batch by samples into ``parts`` batches (each keeps the clips its samples use)."""
-    from nemo_salad.modules.splice import Segment
+def split_batch(model: Any, batch: Any, parts: int, text_only: bool = False) -> list[Any]:
+    """Split a batch by documents into ``parts`` batches (each with the clips its documents use); ``text_only``
+    keeps only the text segments (a text-replay batch, as the dataset collates it)."""
+    from nemo_salad.data.batch import collate, make_document
 
-    n = len(batch["segments"])
-    out = []
-    for r in range(parts):
-        rows = list(range(r * n // parts, (r + 1) * n // parts))
-        clips = sorted({s.clip for i in rows for s in batch["segments"][i] if s.kind == "speech"})
-        remap = {c: j for j, c in enumerate(clips)}
-        segments = [[Segment(s.kind, s.ids, remap[s.clip] if s.kind == "speech" else s.clip)
-                     for s in batch["segments"][i]] for i in rows]
-        lens = batch["audio_lens"][clips]
-        out.append({"audio": batch["audio"][clips][:, : int(lens.max())], "audio_lens": lens, "segments": segments,
-                    "sample_ids": [batch["sample_ids"][i] for i in rows] if batch.get("sample_ids") else None})
-    return out
+    clips = [batch.audio[c, : int(n)] for c, n in enumerate(batch.audio_lens)]
+    frames = model.frame_counter(max_seconds=5.0)
+    docs = []
+    for sample_id, segs in zip(batch.sample_ids, batch.segments):
+        segs = [s for s in segs if s.kind == "text"] if text_only else segs
+        docs.append(make_document(sample_id, segs, [len(c) for c in clips], frames, model.pad_id))
+    n = len(docs)
+    return [collate(docs[r * n // parts:(r + 1) * n // parts], clips, model.pad_id) for r in range(parts)]
 
 
 def plain_steps(model: Any, batches: list[list[dict[str, Any]]], optim: dict[str, Any]) -> list[float]:
@@ -158,8 +155,8 @@ def run_parallel(rank: int, world: int, init_file: str, work: str, tokenizer_dir
     import torch.distributed as dist
     from megatron.core import parallel_state
 
+    from nemo_salad.checkpoint.distributed import load_distributed, save_distributed
     from nemo_salad.llm.cpu import ensure_cpu_support
-    from nemo_salad.models.dist_checkpoint import load_distributed, save_distributed
     from nemo_salad.models.salad import SaladModel
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
@@ -170,7 +167,7 @@ def run_parallel(rank: int, world: int, init_file: str, work: str, tokenizer_dir
     load_distributed(model, Path(work) / "init")
     model.train()
     dp, dp_rank = parallel_state.get_data_parallel_world_size(), parallel_state.get_data_parallel_rank()
-    batches = [split_batch(b, dp)[dp_rank] for b in make_batches(model.tokenizer)]
+    batches = [split_batch(model, b, dp)[dp_rank] for b in make_batches(model)]
     with cuda_standins():
         losses, _ = megatron_steps(model, [[b] for b in batches], OPTIM,
                                    megatron={"tensor_model_parallel_size": tp, "overlap_grad_reduce": True,

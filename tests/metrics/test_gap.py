@@ -25,12 +25,12 @@ def _kl_sum(ref_logits, logits):
 
 
 def test_forgetting_is_zero_when_student_equals_teacher(model):
-    stats = gap_stats(model, make_batch(model.tokenizer, "interleaved"))
+    stats = gap_stats(model, make_batch(model, "interleaved"))
     assert stats.forgetting_tokens > 20 and stats.forgetting == 0.0
 
 
 def test_misalignment_is_zero_on_the_identity_path(model):
-    batch = make_batch(model.tokenizer, "prefix")
+    batch = make_batch(model, "prefix", identity=True)
     stats = gap_stats(model, batch, speech=identity_speech(model, batch))
     assert stats.misalignment_tokens > 10 and stats.misalignment < 1e-10
 
@@ -39,12 +39,12 @@ def test_both_equal_a_direct_full_logit_computation(model):
     with torch.no_grad():
         for p in model.llm.parameters():
             p.add_(0.02 * torch.randn_like(p))  # the student drifts from the teacher
-    batch = make_batch(model.tokenizer, "interleaved")
+    batch = make_batch(model, "interleaved")
     stats = gap_stats(model, batch, chunk_size=7)
     with torch.no_grad():
-        sb = model.splice_batch(batch)
+        sb = batch  # one document per row: plain padding masks are an independent reference
         text_logits = model.llm(input_ids=sb.teacher_ids, padding_mask=sb.teacher_mask).flatten(0, 1)
-        speech_logits = model.llm(inputs_embeds=sb.inputs_embeds, padding_mask=sb.student_mask).flatten(0, 1)
+        speech_logits = model.llm(inputs_embeds=model.student_inputs(sb), padding_mask=sb.student_mask).flatten(0, 1)
         teacher_logits = model.teacher(input_ids=sb.teacher_ids, padding_mask=sb.teacher_mask).flatten(0, 1)
         pos = next_token_positions(sb.teacher_mask)
         f = _kl_sum(teacher_logits[pos], text_logits[pos]) / len(pos)

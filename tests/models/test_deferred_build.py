@@ -32,7 +32,7 @@ def test_deferred_build_equals_eager_build(tiny_tokenizer_dir):
     for name, value in eager.state_dict().items():
         if isinstance(value, torch.Tensor):
             assert torch.equal(value, deferred.state_dict()[name]), name
-    batch = make_batch(eager.tokenizer, "interleaved")
+    batch = make_batch(eager, "interleaved")
     assert torch.equal(eager.compute_loss(batch).loss, deferred.compute_loss(batch).loss)
 
 
@@ -51,14 +51,14 @@ def test_settings_given_before_the_build_reach_every_megatron_block(tiny_tokeniz
 
 
 class _Batches(torch.utils.data.Dataset):
-    def __init__(self, tokenizer, n: int) -> None:
-        self.batches = [make_batch(tokenizer, layout, seed=i) for i, layout in
+    def __init__(self, model, n: int) -> None:
+        self.batches = [make_batch(model, layout, seed=i) for i, layout in
                         zip(range(n), ["interleaved", "prefix"] * n)]
 
     def __len__(self) -> int:
         return len(self.batches)
 
-    def __getitem__(self, i: int) -> dict:
+    def __getitem__(self, i: int):
         return self.batches[i]
 
 
@@ -68,13 +68,12 @@ def test_lightning_builds_and_trains_a_deferred_model(tiny_tokenizer_dir, tmp_pa
 
     with open_dict(model._cfg):
         model._cfg.optim = {"adapter_lr": 1e-2, "llm_lr": 1e-3, "lora_lr": 1e-2, "warmup_steps": 0}
-    tok = model.tokenizer  # set up before the build
-    data = torch.utils.data.DataLoader(_Batches(tok, 4), batch_size=None)
+    data = torch.utils.data.DataLoader(_Batches(model, 4), batch_size=None)  # laid out before the build
     trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=4, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
     trainer.fit(model, train_dataloaders=data)
     assert model._built
-    batch = make_batch(tok, "interleaved", seed=0)
+    batch = make_batch(model, "interleaved", seed=0)
     after = model.eval().compute_loss(batch).loss.item()
     torch.manual_seed(0)
     assert after == pytest.approx(model.compute_loss(batch).loss.item())  # deterministic in eval

@@ -1,4 +1,4 @@
-"""Encoder lengths, adapters (causality, padding, frame stacking), LoRA, splice edge cases."""
+"""Encoder lengths, adapters (causality, padding, frame stacking), LoRA."""
 
 from __future__ import annotations
 
@@ -9,8 +9,6 @@ from nemo_salad.llm import LLMConfig, MegatronLLM
 from nemo_salad.modules.adapters import CausalTransformerAdapter, MLPAdapter, stack_frames
 from nemo_salad.modules.encoder import SpeechEncoder
 from nemo_salad.modules.lora import apply_lora, lora_disabled, merge_lora
-from nemo_salad.modules.splice import Segment, splice
-from nemo_salad.parts.audio_checks import BadSampleError
 
 
 @pytest.fixture(scope="module")
@@ -89,32 +87,3 @@ def test_apply_lora_rejects_targets_that_match_nothing():
     llm = MegatronLLM(LLMConfig.preset("tiny-llama"))
     with pytest.raises(ValueError, match=r"LoRA targets \('q_proj',\) match no megatron linear layer"):
         apply_lora(llm, targets=("q_proj",))
-
-
-def _emb(ids):
-    return torch.nn.functional.one_hot(ids, 16).float()
-
-
-def test_splice_speech_first_and_left_padding():
-    frames, lens = torch.full((2, 4, 16), 7.0), torch.tensor([3, 2])
-    samples = [[Segment("speech", [1, 2], 0), Segment("text", [3, 4])],
-               [Segment("text", [5]), Segment("speech", [6], 1), Segment("text", [8, 9, 10])]]
-    sb = splice(samples, frames, lens, _emb, pad_id=0, pad_side="left")
-    assert sb.inputs_embeds.shape[:2] == (2, 6) and sb.teacher_ids.shape == (2, 5)
-    assert sb.student_mask[0].tolist() == [False, True, True, True, True, True]
-    assert sb.teacher_ids[0].tolist() == [0, 1, 2, 3, 4] and sb.text_index[0].tolist() == [-1, -1, -1, -1, 3, 4]
-    # sample 0: the first text token (3) is predicted from the last speech frame (student position 3)
-    pairs = [(int(s) // 6, int(s) % 6, int(t) % 5, int(y)) for s, t, y in zip(sb.student_pos, sb.teacher_pos,
-                                                                             sb.targets)]
-    assert (0, 3, 2, 3) in pairs and (0, 4, 3, 4) in pairs
-    assert (1, 2, 1, 8) in pairs  # sample 1: frames at 1..2 predict token 8 (student 3, teacher 2)
-
-
-@pytest.mark.parametrize("segments,message", [
-    ([Segment("speech", [], 0)], "empty transcript"),
-    ([Segment("speech", [1], 5)], "refers to clip 5"),
-    ([Segment("text", [])], "no tokens and no speech"),
-])
-def test_splice_errors_name_the_sample(segments, message):
-    with pytest.raises(BadSampleError, match=f"sample 'utt-3': .*{message}"):
-        splice([segments], torch.zeros(1, 2, 16), torch.tensor([2]), _emb, pad_id=0, sample_ids=["utt-3"])

@@ -66,7 +66,7 @@ class _Record(pl.Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if self.first_batch is None:
-            self.first_batch = list(batch["sample_ids"])
+            self.first_batch = list(batch.sample_ids)
 
 
 def test_killed_run_resumes_optimizer_schedule_and_data(tone_corpus, tmp_path):
@@ -106,7 +106,7 @@ def test_killed_run_resumes_optimizer_schedule_and_data(tone_corpus, tmp_path):
 
 
 def _skipped(data, cuts) -> set[str]:
-    return {cut_id for cut_id, _ in data.dataset()[cuts]["skipped"]}
+    return {cut_id for cut_id, _ in data.dataset()[cuts].skipped}
 
 
 def test_checkpoints_load_with_weights_only(tone_corpus, tmp_path):
