@@ -154,10 +154,13 @@ class ConformerAdapter(nn.Module):
         super().__init__()
         from nemo.collections.asr.modules import ConformerEncoder
 
+        from nemo_salad.modules.encoder import disable_length_sync
+
         self.downsample = downsample
         self.conformer = ConformerEncoder(feat_in=in_dim * downsample, n_layers=num_layers, d_model=d_model,
                                           subsampling_factor=1, n_heads=n_heads, conv_kernel_size=conv_kernel_size,
                                           dropout=0.0, dropout_pre_encoder=0.0, dropout_emb=0.0, dropout_att=0.0)
+        disable_length_sync(self.conformer)  # a text-replay batch skips the adapter: no collective inside it
         self.proj = nn.Linear(d_model, out_dim)
 
     def forward(self, x: Tensor, lens: Tensor) -> tuple[Tensor, Tensor]:

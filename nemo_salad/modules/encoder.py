@@ -18,11 +18,35 @@ from torch import Tensor, nn
 
 from nemo_salad.parts.safe_config import check_targets
 
-__all__ = ["SpeechEncoder", "load_pretrained_asr_parts"]
+__all__ = ["SpeechEncoder", "disable_length_sync", "load_pretrained_asr_parts"]
 
 
 def _as_container(cfg: Any) -> dict:
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+
+
+def disable_length_sync(module: nn.Module) -> nn.Module:
+    """Turn off the all-reduce that NeMo's ``ConformerEncoder`` runs in every forward under ``torch.distributed``
+    (``sync_max_audio_length``: the longest input over all ranks, to size its positional-encoding table alike).
+
+    A rank whose batch is text replay does not run the encoder, so that collective would pair with another rank's
+    gradient reduction and fail or hang data-parallel training. Without it each rank extends its own table as
+    needed, to the same values.
+
+    Args:
+        module (nn.Module): searched with ``modules()``.
+
+    Returns:
+        nn.Module: ``module``.
+
+    >>> enc = SpeechEncoder(*SpeechEncoder.tiny_configs())  # calls this
+    >>> enc.encoder.sync_max_audio_length
+    False
+    """
+    for m in module.modules():
+        if hasattr(m, "sync_max_audio_length"):
+            m.sync_max_audio_length = False
+    return module
 
 
 def load_pretrained_asr_parts(path_or_name: str) -> tuple[dict, dict, dict[str, Tensor], dict[str, Tensor]]:
@@ -40,7 +64,7 @@ def load_pretrained_asr_parts(path_or_name: str) -> tuple[dict, dict, dict[str, 
     """
     from nemo.collections.asr.models import ASRModel
 
-    from nemo_salad.parts.nemo_io import SafeSaveRestoreConnector, safe_restore_from
+    from nemo_salad.checkpoint.nemo_io import SafeSaveRestoreConnector, safe_restore_from
 
     if path_or_name.endswith(".nemo"):
         if not Path(path_or_name).is_file():
@@ -78,7 +102,7 @@ class SpeechEncoder(nn.Module):
         self.preprocessor_cfg = _as_container(preprocessor)
         self.encoder_cfg = _as_container(encoder)
         self.preprocessor = Serialization.from_config_dict(OmegaConf.create(self.preprocessor_cfg))
-        self.encoder = Serialization.from_config_dict(OmegaConf.create(self.encoder_cfg))
+        self.encoder = disable_length_sync(Serialization.from_config_dict(OmegaConf.create(self.encoder_cfg)))
         self.frozen = freeze
         if freeze:
             self.requires_grad_(False)

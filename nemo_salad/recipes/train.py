@@ -12,18 +12,20 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.strategies import DDPStrategy
 from nemo.utils import logging
 from nemo.utils.exp_manager import exp_manager
 from omegaconf import DictConfig, OmegaConf
 
 from nemo_salad.callbacks import ActiveSelectionCallback, ExactResume, GapReport, PreDecayCheckpoint, RunReport
+from nemo_salad.checkpoint.checkpoint_io import SafeCheckpointIO
 from nemo_salad.data.datamodule import SaladDataModule
 from nemo_salad.models.salad import SaladModel
-from nemo_salad.parts.checkpoint_io import SafeCheckpointIO
 from nemo_salad.parts.safe_config import check_targets
+from nemo_salad.recipes.schema import ActiveSelectionConfig, typed_section, typed_training_config
 from nemo_salad.recipes.validate import validate_training_config
 
-__all__ = ["build", "train"]
+__all__ = ["build", "ddp_strategy", "train"]
 
 
 def build(cfg: DictConfig) -> tuple[pl.Trainer, SaladModel, SaladDataModule]:
@@ -31,48 +33,77 @@ def build(cfg: DictConfig) -> tuple[pl.Trainer, SaladModel, SaladDataModule]:
 
     Raises:
         ConfigValueError: (a ``ValueError``) for values outside their ranges, all listed, before anything is built.
+        ConfigSchemaError: (a ``ValueError``) for an unknown key or a value of the wrong type
+            (:mod:`nemo_salad.recipes.schema`), naming it.
     """
     check_targets(cfg, source="training config")
     validate_training_config(cfg)
-    if cfg.get("threads"):
-        torch.set_num_threads(int(cfg.threads))
-    pl.seed_everything(int(cfg.get("seed", 0)), workers=True)
+    cfg = typed_training_config(cfg)  # every default of the schema filled in; unknown keys refused
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    pl.seed_everything(cfg.seed, workers=True)
     # ExactResume: per-batch seeds and logger steps that a resumed run repeats exactly
-    callbacks: list[Any] = [ExactResume(int(cfg.get("seed", 0))),
-                            GapReport(at_start=bool(cfg.get("report_gap_at_start", True)))]
-    if cfg.get("active_selection"):
+    callbacks: list[Any] = [ExactResume(cfg.seed), GapReport(at_start=cfg.report_gap_at_start)]
+    if cfg.active_selection:
         callbacks.append(active_selection_callback(cfg.active_selection))
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
     megatron = trainer_cfg.get("strategy") == "megatron"
+    ddp = trainer_cfg.get("strategy") == "ddp"
     if megatron:  # NeMo-2 MegatronStrategy: tensor/data parallel, distributed optimizer, megatron checkpoints
         from nemo_salad.recipes.megatron import megatron_trainer_kwargs
 
         precision = str(trainer_cfg.get("precision", "bf16-mixed"))
-        trainer_cfg = megatron_trainer_kwargs(trainer_cfg, OmegaConf.to_container(cfg.get("megatron") or {}))
-    elif cfg.get("megatron"):
+        trainer_cfg = megatron_trainer_kwargs(trainer_cfg, OmegaConf.to_container(cfg.megatron or {}))
+    elif cfg.megatron:
         raise ValueError("a `megatron` section is set but trainer.strategy is not `megatron`")
-    elif trainer_cfg.get("strategy", "auto") in ("auto", "ddp", "ddp_spawn", "single_device"):
+    elif ddp:
+        trainer_cfg["strategy"] = ddp_strategy()
+    else:  # auto, single_device (validate_training_config refused any other name)
         trainer_cfg.setdefault("plugins", []).append(SafeCheckpointIO())  # resume with weights_only=True
     trainer = pl.Trainer(**trainer_cfg, callbacks=callbacks)
-    log_dir = exp_manager(trainer, cfg.get("exp_manager"))
-    decay = float((cfg.model.get("optim") or {}).get("decay_fraction", 0.2))
-    trainer.callbacks.append(PreDecayCheckpoint(Path(log_dir or ".") / "checkpoints", str(cfg.get("name", "salad")),
-                                                decay))
-    if cfg.get("report"):
+    log_dir = exp_manager(trainer, cfg.exp_manager)
+    trainer.callbacks.append(PreDecayCheckpoint(Path(log_dir or ".") / "checkpoints", cfg.name,
+                                                cfg.model.optim.decay_fraction))
+    if cfg.report:
         gap = next(cb for cb in trainer.callbacks if isinstance(cb, GapReport))
         trainer.callbacks.append(run_report_callback(cfg.report, gap, Path(log_dir or "."),
                                                      demo_only=_demo_only(cfg.data)))
-    model = SaladModel(cfg.model, trainer=trainer)  # under MegatronStrategy, built later in configure_model
-    if cfg.get("init_from") and not trainer.ckpt_path:
+    # under MegatronStrategy and DDP the model is built in configure_model, once the strategy has created the
+    # process group: built now, its megatron layers would create a one-process group that DDP then reuses, and
+    # every rank would train alone
+    model = SaladModel(cfg.model, trainer=trainer, defer_build=True if ddp else None)
+    if cfg.init_from and not trainer.ckpt_path:
         model.init_from = str(cfg.init_from)  # loaded right after the build (now, or in configure_model)
     if megatron:
         from nemo_salad.recipes.megatron import megatron_optimizer
 
-        optim = OmegaConf.to_container(cfg.model.optim, resolve=True) if cfg.model.get("optim") else {}
-        megatron_optimizer(optim, trainer.max_steps, bf16="bf16" in precision,
-                           clip_grad=cfg.trainer.get("gradient_clip_val")).connect(model)
-    data = SaladDataModule(cfg.data, model.tokenizer, min_samples=model.min_audio_samples)
+        megatron_optimizer(OmegaConf.to_container(cfg.model.optim, resolve=True), trainer.max_steps,
+                           bf16="bf16" in precision, clip_grad=cfg.trainer.get("gradient_clip_val")).connect(model)
+    data = SaladDataModule(cfg.data, model.tokenizer, model.frame_counter(cfg.data.max_duration),
+                           model.pad_id, model.context_length)
     return trainer, model, data
+
+
+def ddp_strategy() -> DDPStrategy:
+    """Lightning's plain DDP for ``trainer.strategy: ddp``, built here since configs may only instantiate
+    allowlisted classes. Its processes are launched by Lightning (it runs the script again) or by an external
+    launcher (torchrun, SLURM).
+
+    ``find_unused_parameters=True``: a text-replay batch leaves the speech encoder and adapter without gradients,
+    which plain DDP otherwise refuses at the next step ("Expected to have finished reduction in the prior
+    iteration"). Parameters that no rank used keep ``grad=None``, so AdamW skips them as it does in one process
+    (no moment decay, no weight decay); on a step where only some ranks read speech, the others count as zero in
+    the average, as when one process accumulates the same batches. (Exact-zero gradients, as the Megatron path
+    adds, would instead make every all-text step move these weights.)
+
+    Returns:
+        DDPStrategy: with :class:`SafeCheckpointIO` (resume with ``weights_only=True``).
+
+    >>> strategy = ddp_strategy()
+    >>> strategy._ddp_kwargs["find_unused_parameters"], type(strategy.checkpoint_io).__name__
+    (True, 'SafeCheckpointIO')
+    """
+    return DDPStrategy(find_unused_parameters=True, checkpoint_io=SafeCheckpointIO())
 
 
 def _demo_only(data: DictConfig) -> bool:
@@ -108,20 +139,21 @@ def run_report_callback(report: DictConfig, gap: GapReport, out_dir: Path, demo_
 
 
 def active_selection_callback(sel: DictConfig) -> ActiveSelectionCallback:
-    """The Stage II selection callback from an ``active_selection`` config section (see ``conf/stage2.yaml``)."""
+    """The Stage II selection callback from an ``active_selection`` config section (see ``conf/stage2.yaml``;
+    its keys and defaults: :class:`~nemo_salad.recipes.schema.ActiveSelectionConfig`)."""
     from nemo_salad.selection.cli import CorpusConfig, load_corpus
 
+    sel = typed_section(ActiveSelectionConfig, OmegaConf.to_container(sel, resolve=True)
+                        if isinstance(sel, DictConfig) else sel, "active_selection", "active_selection.")
     corpus_cfg = CorpusConfig(**OmegaConf.to_container(sel.corpus, resolve=True))
     return ActiveSelectionCallback(OmegaConf.to_container(sel.selection, resolve=True),
                                    corpus=lambda: load_corpus(corpus_cfg),
                                    backend=OmegaConf.to_container(sel.tts, resolve=True), workdir=str(sel.workdir),
                                    asr_filter=OmegaConf.to_container(sel.asr_filter, resolve=True)
-                                   if sel.get("asr_filter") else None,
-                                   at_train_start=bool(sel.get("at_train_start", True)),
-                                   at_step=sel.get("at_step"), every_n_steps=sel.get("every_n_steps"),
-                                   measure_after_fit=bool(sel.get("measure_after_fit", True)),
-                                   weight=float(sel.get("weight", 1.0)),
-                                   wait_timeout_s=float(sel.get("wait_timeout_s", 86400.0)))
+                                   if sel.asr_filter else None,
+                                   at_train_start=sel.at_train_start, at_step=sel.at_step,
+                                   every_n_steps=sel.every_n_steps, measure_after_fit=sel.measure_after_fit,
+                                   weight=sel.weight, wait_timeout_s=sel.wait_timeout_s)
 
 
 def train(cfg: DictConfig) -> Path | None:

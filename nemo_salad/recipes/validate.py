@@ -2,10 +2,10 @@
 
 :func:`validate_training_config` runs first in :func:`nemo_salad.recipes.train.build`: learning rates, weight
 decay, Adam betas and eps, the schedule's fractions, loss settings, batch sizes and durations, source weights, the
-skip threshold and the trainer's step counts. Every problem names the full config key, the value received and the
-allowed range, and all of them are reported at once, so a bad command-line override fails in a second instead of
-training (torch checks only an optimizer's default ``lr``, not the per-part rates set here). Required values still
-marked ``???`` are left to the code that reads them.
+skip threshold, the trainer's step counts and its strategy. Every problem names the full config key, the value
+received and the allowed range, and all of them are reported at once, so a bad command-line override fails in a
+second instead of training (torch checks only an optimizer's default ``lr``, not the per-part rates set here).
+Required values still marked ``???`` are left to the code that reads them.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-__all__ = ["ConfigValueError", "training_config_problems", "validate_training_config"]
+__all__ = ["STRATEGIES", "ConfigValueError", "training_config_problems", "validate_training_config"]
 
 _INF = math.inf
 
@@ -158,8 +158,21 @@ def _check_data(c: _Checker, data: Mapping[str, Any]) -> None:
             c.problems.append(f"data.{exc}" if str(exc).startswith("layout.") else f"data.layout: {exc}")
 
 
+#: ``trainer.strategy`` values ``nemo_salad.recipes.train.build`` supports (each with ``SafeCheckpointIO``)
+STRATEGIES = ("auto", "single_device", "ddp", "megatron")
+
+
 def _check_trainer(c: _Checker, trainer: Mapping[str, Any]) -> None:
     p = "trainer."
+    strategy = trainer.get("strategy", "auto")
+    if strategy == "ddp_spawn":
+        c.problems.append(f"{p}strategy='ddp_spawn': not supported (spawning pickles the model, and NeMo wraps its "
+                          "training_step in an object that cannot be pickled); use ddp, which starts the other "
+                          "processes by running the script again")
+    elif strategy not in STRATEGIES:  # anything else would train and resume without SafeCheckpointIO
+        c.problems.append(f"{p}strategy={strategy!r}: expected one of {list(STRATEGIES)} (megatron: NeMo-2's "
+                          "MegatronStrategy, tensor parallelism and a distributed optimizer; ddp: plain data "
+                          "parallelism; other Lightning strategies are not supported)")
     c.number(trainer, "max_steps", p, 1, integer=True)
     c.number(trainer, "gradient_clip_val", p, 0.0, nullable=True)
     c.number(trainer, "accumulate_grad_batches", p, 1, integer=True)

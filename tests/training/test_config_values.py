@@ -52,7 +52,9 @@ def test_bad_values_are_refused_before_anything_is_built(tone_corpus, tmp_path):
                                            ("data.num_buckets=0", "data.num_buckets"),
                                            ("model.optim.decay_fraction=2", "model.optim.decay_fraction"),
                                            ("model.optim.eps=0", "model.optim.eps"),
-                                           ("model.loss.temperature=0", "model.loss.temperature")])
+                                           ("model.loss.temperature=0", "model.loss.temperature"),
+                                           ("+trainer.strategy=fsdp", "trainer.strategy"),
+                                           ("+trainer.strategy=ddp_spawn", "trainer.strategy")])
 def test_each_range_names_its_key(override, key):
     with initialize_config_dir(config_dir=str(CONF), version_base=None):
         cfg = hydra_compose(config_name="stage1", overrides=[override])
