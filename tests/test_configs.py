@@ -98,7 +98,7 @@ def test_every_encoder_composes_into_stage1(encoder, monkeypatch):
     checkpoint folders of Whisper / Mimi come from their environment variables."""
     from hydra import compose, initialize_config_dir
 
-    from nemo_salad.parts.pretrained import ENCODER_KINDS
+    from nemo_salad.models.build import ENCODER_KINDS
 
     monkeypatch.setenv("SALAD_WHISPER", "/models/whisper-small")
     monkeypatch.setenv("SALAD_MIMI", "/models/mimi")
@@ -125,3 +125,90 @@ def test_default_encoders(name):
     else:
         enc = cfg.model.encoder
         assert (enc.kind, enc.pretrained, enc.freeze, cfg.model.adapter.downsample) == ("whisper", "tiny.en", True, 4)
+
+
+TRAINING = sorted(p.stem for p in CONF.glob("stage*.yaml"))
+
+
+def _compose(name: str, overrides: list[str] | None = None):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF), version_base=None):
+        return compose(config_name=name, overrides=overrides or [])
+
+
+@pytest.mark.parametrize("name", TRAINING)
+def test_every_training_config_type_checks(name):
+    """Each shipped training config merges into the typed schema; keys it leaves out take the schema's defaults."""
+    from nemo_salad.recipes.schema import typed_training_config
+
+    cfg = typed_training_config(_compose(name))
+    assert isinstance(cfg.data.max_duration, float) and isinstance(cfg.model.optim.warmup_steps, int)
+    assert cfg.model.loss.direction in ("forward", "reverse", "js")
+    if name.startswith("stage2"):
+        assert cfg.active_selection.weight == 1.0 and cfg.active_selection.selection.gamma == 5.0
+    if "qwen" in name:
+        assert cfg.megatron.num_microbatches == 1 and cfg.data.pack_length == 2048  # megatron: from its defaults
+
+
+@pytest.mark.parametrize("override, key", [("model.optim.adapter_lr=abc", "model.optim.adapter_lr"),
+                                           ("data.num_buckets=many", "data.num_buckets"),
+                                           ("data.layout.min_words=x", "data.layout.min_words"),
+                                           ("+model.optim.adapter_lrr=1", "model.optim.adapter_lrr"),
+                                           ("+model.loss.temperatur=2", "model.loss.temperatur"),
+                                           ("+data.max_duraton=20", "data.max_duraton"),
+                                           ("+data.sources.0.wieght=2", "data.sources.0.wieght"),
+                                           ("+megatron.tensor_parallel=2", "megatron.tensor_parallel"),
+                                           ("+seeed=1", "seeed")])
+def test_a_wrong_type_or_unknown_key_is_refused_naming_it(override, key):
+    from nemo_salad.recipes.schema import ConfigSchemaError, typed_training_config
+
+    with pytest.raises(ConfigSchemaError, match=rf"training config: {key.replace('.', chr(92) + '.')}: "):
+        typed_training_config(_compose("stage1_qwen2.5_3b" if "megatron" in override else "stage1", [override]))
+
+
+def test_build_refuses_an_unknown_key_before_anything_is_built(tmp_path):
+    from nemo_salad.recipes.schema import ConfigSchemaError
+    from nemo_salad.recipes.train import build
+
+    cfg = _compose("stage1", [f"exp_manager.exp_dir={tmp_path / 'exp'}", "+model.optim.warmup=5"])
+    with pytest.raises(ConfigSchemaError, match=r"model\.optim\.warmup: Key 'warmup' not in 'OptimConfig'"):
+        build(cfg)
+    assert not (tmp_path / "exp").exists()
+
+
+def test_each_default_has_one_source():
+    """The schema reuses the defaults of the code that owns them instead of repeating them."""
+    import dataclasses
+    import inspect
+
+    from nemo_salad.data import demo
+    from nemo_salad.data.layout import LayoutConfig
+    from nemo_salad.losses import DistillationLoss
+    from nemo_salad.recipes import schema
+    from nemo_salad.recipes.megatron import MEGATRON_DEFAULTS
+
+    loss = {k: p.default for k, p in inspect.signature(DistillationLoss.__init__).parameters.items() if k != "self"}
+    assert dataclasses.asdict(schema.LossConfig()) == loss
+    assert dataclasses.asdict(schema.MegatronConfig()) == MEGATRON_DEFAULTS
+    assert dataclasses.asdict(schema.DemoConfig()) == demo._DEFAULTS
+    assert dataclasses.asdict(schema.LayoutSchema()) == dataclasses.asdict(LayoutConfig())
+
+
+def test_the_schema_is_a_hydra_structured_config(tmp_path):
+    """Registered in Hydra's ConfigStore as ``salad_training``: a config whose defaults list names it is typed at
+    compose time."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import ConfigCompositionException
+
+    from nemo_salad.recipes.schema import register_schema
+
+    register_schema()
+
+    (tmp_path / "exp.yaml").write_text("defaults:\n  - salad_training\n  - _self_\n\nmodel:\n  optim:\n"
+                                       "    adapter_lr: 2.0e-3\n")
+    with initialize_config_dir(config_dir=str(tmp_path), version_base=None):
+        cfg = compose(config_name="exp")
+        assert (cfg.model.optim.adapter_lr, cfg.model.optim.llm_lr, cfg.data.max_duration) == (2e-3, 5e-5, 40.0)
+        with pytest.raises(ConfigCompositionException, match="model.optim.adapter_lr"):
+            compose(config_name="exp", overrides=["model.optim.adapter_lr=abc"])

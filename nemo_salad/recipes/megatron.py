@@ -32,7 +32,8 @@ import torch
 
 __all__ = ["MEGATRON_DEFAULTS", "SaladDataSampler", "megatron_optimizer", "megatron_trainer_kwargs", "non_llm_param"]
 
-#: The ``megatron`` config section's keys and defaults.
+#: The ``megatron`` config section's keys and defaults (the one place they are written; the training config's
+#: schema, :class:`nemo_salad.recipes.schema.MegatronConfig`, is made from it).
 MEGATRON_DEFAULTS: dict[str, Any] = {
     "tensor_model_parallel_size": 1,
     "pipeline_model_parallel_size": 1,
@@ -148,8 +149,8 @@ def megatron_trainer_kwargs(trainer: dict[str, Any], megatron: dict[str, Any] | 
 
 def _safe_resume(strategy: Any) -> Any:
     """``strategy`` whose checkpoint loading (resume) unpickles nothing but checkpoint data (see
-    :func:`nemo_salad.parts.safe_checkpoint.safe_checkpoint_reading`)."""
-    from nemo_salad.parts.safe_checkpoint import safe_checkpoint_reading
+    :func:`nemo_salad.checkpoint.safe_checkpoint.safe_checkpoint_reading`)."""
+    from nemo_salad.checkpoint.safe_checkpoint import safe_checkpoint_reading
 
     load_checkpoint = strategy.load_checkpoint
 
@@ -176,12 +177,13 @@ def non_llm_param(name: str, param: torch.nn.Parameter | None = None) -> bool:
     return not name.startswith("llm.") or ".lora." in name
 
 
-def megatron_optimizer(optim: dict[str, Any], max_steps: int, bf16: bool = True, clip_grad: float | None = None
+def megatron_optimizer(optim: Any, max_steps: int, bf16: bool = True, clip_grad: float | None = None
                        ) -> Any:
     """A ``MegatronOptimizerModule`` equivalent to the plain path's AdamW groups and schedule.
 
     Args:
-        optim (dict): the ``model.optim`` section.
+        optim (OptimConfig | dict): the ``model.optim`` section (missing keys: the defaults of
+            :class:`~nemo_salad.parts.optim.OptimConfig`).
         max_steps (int): ``trainer.max_steps`` (the schedule's length).
         bf16 (bool): bf16 training (fp32 master weights in the optimizer). Default: True.
         clip_grad (float | None): gradient-norm clipping threshold, ``trainer.gradient_clip_val`` (Lightning's
@@ -194,20 +196,20 @@ def megatron_optimizer(optim: dict[str, Any], max_steps: int, bf16: bool = True,
     from megatron.core.optimizer import OptimizerConfig
     from nemo.lightning.pytorch.optim import LRSchedulerModule, MegatronOptimizerModule
 
-    from nemo_salad.parts.optim import part_learning_rates, wsd_schedule
-    from nemo_salad.parts.torch_adam_state import checkpointable_torch_adam
+    from nemo_salad.checkpoint.torch_adam_state import checkpointable_torch_adam
+    from nemo_salad.parts.optim import optim_config, part_learning_rates, wsd_schedule
 
-    lrs = part_learning_rates(optim)
+    o = optim_config(optim)  # the schema's defaults (nemo_salad.parts.optim.OptimConfig)
+    lrs = part_learning_rates(o)
     adapter_lr, llm_lr = lrs["adapter"], lrs["llm"]
     for key in ("encoder_lr", "lora_lr"):
-        if optim.get(key) not in (None, adapter_lr):
-            raise ValueError(f"model.optim.{key}={optim[key]} must equal adapter_lr={adapter_lr} (or be null) under "
-                             "the megatron strategy: its optimizer scales one group of parameters")
-    factor = wsd_schedule(optim, max_steps)
-    betas = tuple(optim.get("betas", (0.9, 0.95)))
-    config = OptimizerConfig(optimizer="adam", lr=llm_lr, weight_decay=float(optim.get("weight_decay", 0.1)),
-                             adam_beta1=float(betas[0]), adam_beta2=float(betas[1]),
-                             adam_eps=float(optim.get("eps", 1e-8)), clip_grad=float(clip_grad or 0.0),
+        if getattr(o, key) not in (None, adapter_lr):
+            raise ValueError(f"model.optim.{key}={getattr(o, key)} must equal adapter_lr={adapter_lr} (or be null) "
+                             "under the megatron strategy: its optimizer scales one group of parameters")
+    factor = wsd_schedule(o, max_steps)
+    config = OptimizerConfig(optimizer="adam", lr=llm_lr, weight_decay=o.weight_decay,
+                             adam_beta1=float(o.betas[0]), adam_beta2=float(o.betas[1]),
+                             adam_eps=o.eps, clip_grad=float(clip_grad or 0.0),
                              bf16=bf16, params_dtype=torch.float32, use_distributed_optimizer=True)
 
     class _WSD(LRSchedulerModule):
@@ -219,7 +221,7 @@ def megatron_optimizer(optim: dict[str, Any], max_steps: int, bf16: bool = True,
 
     class _Optimizer(MegatronOptimizerModule):
         """Megatron's optimizer; over torch's Adam (no TE/apex) made checkpointable before its first step and
-        resumable exactly (:mod:`nemo_salad.parts.torch_adam_state`)."""
+        resumable exactly (:mod:`nemo_salad.checkpoint.torch_adam_state`)."""
 
         def optimizers(self, model: Any) -> list[Any]:
             optimizers = super().optimizers(model)

@@ -21,7 +21,7 @@ from tests.helpers.tiny import make_tokenizer, model_cfg
 
 def _logits(model, batch):
     with torch.no_grad():
-        sb = model.splice_batch(batch)
+        sb = batch
         return model.llm.logits(model.student_hidden(sb)), model.teacher_logits(model.teacher_hidden(sb))
 
 
@@ -49,7 +49,7 @@ def test_real_user_path_with_stand_ins_round_trips_without_sources(real_path_sou
     model = SaladModel(cfg).eval()
     assert model.llm.cfg.family == "qwen2" and model.llm.cfg.qkv_bias and model.encoder.output_dim == 48
     assert model.encoder.frozen and all(not p.requires_grad for p in model.encoder.parameters())
-    batch = make_batch(model.tokenizer, "interleaved")
+    batch = make_batch(model, "interleaved")
     before = _logits(model, batch)
     model.save_to(str(tmp_path / "salad.nemo"))
     shutil.rmtree(src)  # restoring must not need the original checkpoints
@@ -87,11 +87,11 @@ def test_lora_with_shared_teacher(tiny_tokenizer_dir):
     assert shared.teacher is None
     n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     assert n(copy) - n(shared) > 0.9 * n(copy.llm)  # no second LLM in memory
-    batch = make_batch(shared.tokenizer, "prefix")
+    batch = make_batch(shared, "prefix")
     _, teacher_before = _logits(shared, batch)
     trainable = [name for name, p in shared.llm.named_parameters() if p.requires_grad]
     assert trainable and all(".lora." in name for name in trainable)
-    sb = shared.splice_batch(batch)
+    sb = batch
     student = shared.llm.logits(shared.student_hidden(sb).flatten(0, 1)[sb.student_pos])
     torch.nn.functional.cross_entropy(student, sb.targets).backward()
     torch.optim.SGD([p for p in shared.parameters() if p.requires_grad], lr=1.0).step()
@@ -111,7 +111,7 @@ def test_shared_teacher_needs_frozen_llm_or_lora(tiny_tokenizer_dir):
 def test_every_adapter_config_trains(tiny_tokenizer_dir, adapter):
     extra = {"adapter.d_model": 32, "adapter.n_heads": 2, "adapter.num_layers": 1} if adapter == "conformer" else {}
     model = SaladModel(model_cfg(tiny_tokenizer_dir, adapter=adapter, **extra))
-    sb = model.splice_batch(make_batch(model.tokenizer, "interleaved"))
+    sb = make_batch(model, "interleaved")
     loss = torch.nn.functional.cross_entropy(model.llm.logits(model.student_hidden(sb).flatten(0, 1)[sb.student_pos]),
                                              sb.targets)
     loss.backward()
@@ -135,6 +135,30 @@ def test_restore_refuses_unsafe_targets(tiny_tokenizer_dir, tmp_path):
             tar.add(f, arcname=str(f.relative_to(unpacked)))
     with pytest.raises(UnsafeTargetError, match=r"bad\.nemo: refusing to instantiate adapter\._target_='os\.system'"):
         SaladModel.restore_from(str(bad), map_location="cpu")
+
+
+def test_restore_of_an_older_nemo_fills_defaults_and_ignores_old_keys(tiny_tokenizer_dir, tmp_path):
+    """A ``.nemo`` saved by an earlier version: no loss/optim/teacher sections, the old ``splice`` and
+    ``on_bad_sample`` keys. It restores with the schema's defaults (nemo_salad.models.config.ModelConfig)."""
+    model = SaladModel(model_cfg(tiny_tokenizer_dir, adapter="mlp"))
+    good = tmp_path / "good.nemo"
+    model.save_to(str(good))
+    unpacked = tmp_path / "unpacked"
+    with tarfile.open(good) as tar:
+        tar.extractall(unpacked, filter="data")
+    cfg_file = next(unpacked.rglob("model_config.yaml"))
+    cfg = yaml.safe_load(cfg_file.read_text())
+    for key in ("loss", "optim", "teacher"):
+        cfg.pop(key, None)
+    cfg.update(splice={"mode": "replace"}, on_bad_sample="skip")
+    cfg_file.write_text(yaml.safe_dump(cfg))
+    old = tmp_path / "old.nemo"
+    with tarfile.open(old, "w") as tar:
+        for f in unpacked.rglob("*"):
+            tar.add(f, arcname=str(f.relative_to(unpacked)))
+    restored = SaladModel.restore_from(str(old), map_location="cpu")
+    assert "splice" not in restored.cfg and "on_bad_sample" not in restored.cfg
+    assert (restored.cfg.teacher.mode, restored.loss.alpha, restored.cfg.optim.warmup_steps) == ("copy", 1.0, 500)
 
 
 def test_llm_export_with_merged_lora_matches_the_student(tiny_tokenizer_dir, tmp_path):
@@ -171,7 +195,7 @@ def test_megatron_parallel_step_equals_the_plain_step(tiny_tokenizer_dir):
 
     torch.manual_seed(5)
     model = SaladModel(model_cfg(tiny_tokenizer_dir)).train()
-    batch = make_batch(model.tokenizer, "interleaved")
+    batch = make_batch(model, "interleaved")
     reference = model.compute_loss(batch)
     reference.loss.backward()
     expected = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
@@ -224,7 +248,7 @@ def test_pretrained_whisper_or_mimi_folder_round_trips_without_it(tiny_tokenizer
     ours = model.encoder.state_dict()
     assert ours and all(torch.equal(v, stored[rename(k)]) for k, v in ours.items())
     assert model.encoder.frozen and not any(p.requires_grad for p in model.encoder.parameters())
-    batch = make_batch(model.tokenizer, "interleaved")
+    batch = make_batch(model, "interleaved")
     before = _logits(model, batch)
     model.save_to(str(tmp_path / "salad.nemo"))
     shutil.rmtree(tmp_path / "codec")
