@@ -30,12 +30,32 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-__all__ = ["Document", "FrameCounter", "SaladBatch", "Segment", "SkipSample", "collate", "make_document",
+__all__ = ["SKIP_KINDS", "Document", "FrameCounter", "SaladBatch", "Segment", "SkipSample", "collate", "make_document",
            "pack_rows"]
 
 
 class SkipSample(Exception):
-    """Raised while building one sample; the sample is skipped (once, by the dataset) with this reason."""
+    """Raised while building one sample; the sample is skipped (once, by the dataset) with this reason.
+
+    Args:
+        kind (str): the reason's class, counted per run (``train/skipped/<kind>``), one of :data:`SKIP_KINDS`.
+        detail (str): what was wrong with this sample (the message).
+
+    >>> err = SkipSample("empty_transcript", "speech segment has an empty transcript")
+    >>> err.kind, str(err)
+    ('empty_transcript', 'speech segment has an empty transcript')
+    """
+
+    def __init__(self, kind: str, detail: str) -> None:
+        if kind not in SKIP_KINDS:
+            raise ValueError(f"skip kind {kind!r}; expected one of {SKIP_KINDS}")
+        super().__init__(detail)
+        self.kind = kind
+
+
+#: the classes of reasons a sample is skipped for
+SKIP_KINDS = ("unreadable_audio", "bad_audio", "empty_text", "too_long_audio", "too_few_words", "no_alignment",
+              "no_frame", "bad_clip", "too_long_sequence")
 
 
 @dataclass
@@ -140,13 +160,14 @@ def make_document(sample_id: str, segments: Sequence[Segment], clip_samples: Seq
             speech.extend([False] * len(seg.ids))
         elif seg.kind == "speech":
             if frames is None or not 0 <= seg.clip < len(clip_samples):
-                raise SkipSample(f"speech segment refers to clip {seg.clip}, which the batch lacks")
+                raise SkipSample("bad_clip", f"speech segment refers to clip {seg.clip}, which the batch lacks")
             n = frames(int(clip_samples[seg.clip]))
             if n < 1:
-                raise SkipSample(f"speech span of {int(clip_samples[seg.clip])} audio samples gives no encoder frame "
+                raise SkipSample("no_frame", f"speech span of {int(clip_samples[seg.clip])} audio samples gives no "
+                                 "encoder frame "
                                  f"(fewest: {frames.min_samples})")
             if not seg.ids:
-                raise SkipSample("speech segment has an empty transcript")
+                raise SkipSample("empty_text", "speech segment has an empty transcript")
             s_ids.extend([pad_id] * n)
             speech.extend([True] * n)
             clips.append(seg.clip)
@@ -155,9 +176,10 @@ def make_document(sample_id: str, segments: Sequence[Segment], clip_samples: Seq
             raise ValueError(f"sample {sample_id!r}: segment kind {seg.kind!r}; expected 'text' or 'speech'")
         t_ids.extend(seg.ids)
     if not s_ids:
-        raise SkipSample("sample has no tokens and no speech")
+        raise SkipSample("empty_text", "sample has no tokens and no speech")
     if max_len is not None and max(len(s_ids), len(t_ids)) > max_len:
-        raise SkipSample(f"sequence of {len(s_ids)} student / {len(t_ids)} teacher positions exceeds the limit of "
+        raise SkipSample("too_long_sequence", f"sequence of {len(s_ids)} student / {len(t_ids)} teacher positions "
+                         "exceeds the limit of "
                          f"{max_len} (the LLM context, or data.pack_length)")
     return Document(sample_id, list(segments), s_ids, speech, t_ids, pairs, clips, counts)
 
@@ -237,6 +259,7 @@ class SaladBatch:
     sample_ids: list[str] = field(default_factory=list)  # (D,)
     segments: list[list[Segment]] = field(default_factory=list)  # (D,) each document's plan; clips index `audio`
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (cut id, reason) of samples left out
+    skip_kinds: list[str] = field(default_factory=list)  # the class of each of those reasons (SKIP_KINDS)
     proportional: list[str] = field(default_factory=list)  # speech cuts laid out with proportional word times
     source: str | None = None
     packed: bool = False
@@ -303,8 +326,8 @@ class SaladBatch:
 
 
 def collate(documents: Sequence[Document], clips: Sequence[Tensor], pad_id: int, pack_length: int | None = None,
-            skipped: Sequence[tuple[str, str]] = (), proportional: Sequence[str] = (), source: str | None = None
-            ) -> SaladBatch:
+            skipped: Sequence[tuple[str, str]] = (), proportional: Sequence[str] = (), source: str | None = None,
+            skip_kinds: Sequence[str] = ()) -> SaladBatch:
     """Lay checked documents into student and teacher rows.
 
     Args:
@@ -312,7 +335,7 @@ def collate(documents: Sequence[Document], clips: Sequence[Tensor], pad_id: int,
         clips: ``(n,)`` waveforms the documents' speech segments index.
         pad_id (int): token id at padding and speech slots.
         pack_length (int | None): pack documents into rows of at most this many positions; None: one per row.
-        skipped, proportional, source: carried into the batch (see :class:`SaladBatch`).
+        skipped, proportional, source, skip_kinds: carried into the batch (see :class:`SaladBatch`).
 
     Returns:
         SaladBatch: clips reordered to slot order; each segment's ``clip`` renumbered to match.
@@ -321,8 +344,8 @@ def collate(documents: Sequence[Document], clips: Sequence[Tensor], pad_id: int,
         empty = torch.zeros(0, 0, dtype=torch.long)
         none = torch.zeros(0, dtype=torch.long)
         return SaladBatch(empty, empty.bool(), empty, empty, empty, empty, empty, none, none, none, none,
-                          torch.zeros(0, 0), none, none, skipped=list(skipped), proportional=list(proportional),
-                          source=source, packed=pack_length is not None)
+                          torch.zeros(0, 0), none, none, skipped=list(skipped), skip_kinds=list(skip_kinds),
+                          proportional=list(proportional), source=source, packed=pack_length is not None)
     s_rows = pack_rows([len(d.student_ids) for d in documents], pack_length)
     t_rows = pack_rows([len(d.teacher_ids) for d in documents], pack_length)
     s_ids, s_doc, s_pos, s_start = _lay_out([d.student_ids for d in documents], s_rows, pad_id)
@@ -351,4 +374,5 @@ def collate(documents: Sequence[Document], clips: Sequence[Tensor], pad_id: int,
     return SaladBatch(s_ids, speech, s_doc, s_pos, t_ids, t_doc, t_pos, pair[:, 0], pair[:, 1], pair[:, 2],
                       pair[:, 3], audio, lens, torch.tensor(frames, dtype=torch.long),
                       sample_ids=[d.id for d in documents], segments=segments, skipped=list(skipped),
-                      proportional=list(proportional), source=source, packed=pack_length is not None)
+                      skip_kinds=list(skip_kinds), proportional=list(proportional), source=source,
+                      packed=pack_length is not None)

@@ -100,30 +100,33 @@ class SaladDataset(torch.utils.data.Dataset):
     def _text_sample(self, cut: Any) -> list[Segment]:
         text = " ".join((s.text or "") for s in cut.supervisions).strip()
         if not text:
-            raise SkipSample("empty text")
+            raise SkipSample("empty_text", "empty text")
         return [Segment("text", self._encode(text)[: self.max_text_tokens])]
 
     def _speech_sample(self, cut: Any, clips: list[torch.Tensor], new_clips: list[torch.Tensor]) -> list[Segment]:
         """The cut's segments; its speech spans' audio goes to ``new_clips`` (numbered after ``clips``)."""
         if not cut.supervisions or not (cut.supervisions[0].text or "").strip():
-            raise SkipSample("empty transcript")
+            raise SkipSample("empty_text", "empty transcript")
         if cut.duration > self.max_duration:
-            raise SkipSample(f"audio is {cut.duration:.1f} s, longer than max_duration={self.max_duration} s")
+            raise SkipSample("too_long_audio",
+                             f"audio is {cut.duration:.1f} s, longer than max_duration={self.max_duration} s")
         words = word_timings(cut, self.layout.alignment_fallback)
         if words is None:
-            raise SkipSample("no word alignment (layout.alignment_fallback=skip)")
+            raise SkipSample("no_alignment", "no word alignment (layout.alignment_fallback=skip)")
         if len(words) < self.layout.min_words:
-            raise SkipSample(f"{len(words)} word(s), fewer than layout.min_words={self.layout.min_words}")
+            raise SkipSample("too_few_words",
+                             f"{len(words)} word(s), fewer than layout.min_words={self.layout.min_words}")
         words = words[: self.layout.max_words]
         if cut.sampling_rate != self.sample_rate:
             cut = cut.resample(self.sample_rate)
         try:
             audio = torch.as_tensor(cut.load_audio())  # (channels, samples)
         except Exception as exc:  # missing file, corrupt data: any loader error means "unreadable"
-            raise SkipSample(f"cannot read audio {_audio_file(cut)}: {type(exc).__name__}: {exc}") from exc
+            raise SkipSample("unreadable_audio",
+                             f"cannot read audio {_audio_file(cut)}: {type(exc).__name__}: {exc}") from exc
         problem = audio_problem(audio, self.sample_rate, self.sample_rate, self.frames.min_samples)
         if problem:
-            raise SkipSample(f"{problem} ({_audio_file(cut)})")
+            raise SkipSample("bad_audio", f"{problem} ({_audio_file(cut)})")
         audio = audio.reshape(-1)
         segments = []
         for j, span in enumerate(plan_spans(words, self.layout, self._rng(cut.id))):
@@ -132,8 +135,8 @@ class SaladDataset(torch.utils.data.Dataset):
                 a, b = round(span.start * self.sample_rate), round(span.end * self.sample_rate)
                 clip = audio[a:b]
                 if self.frames(clip.numel()) < 1:
-                    raise SkipSample(f"speech span {span.text!r} has {clip.numel()} samples, fewer than one adapter "
-                                     f"frame ({self.frames.min_samples})")
+                    raise SkipSample("no_frame", f"speech span {span.text!r} has {clip.numel()} samples, fewer than "
+                                                 f"one adapter frame ({self.frames.min_samples})")
                 segments.append(Segment("speech", ids, clip=len(clips) + len(new_clips)))
                 new_clips.append(clip)
             else:
@@ -141,7 +144,7 @@ class SaladDataset(torch.utils.data.Dataset):
         return segments
 
     def __getitem__(self, cuts: CutSet) -> SaladBatch:
-        documents, clips, skipped, proportional = [], [], [], []
+        documents, clips, skipped, kinds, proportional = [], [], [], [], []
         for cut in cuts:
             try:
                 new: list[torch.Tensor] = []
@@ -151,10 +154,13 @@ class SaladDataset(torch.utils.data.Dataset):
             except SkipSample as skip:
                 logging.warning(f"skipping cut {cut.id}: {skip}")
                 skipped.append((cut.id, str(skip)))
+                kinds.append(skip.kind)
                 continue
             clips.extend(new)
             if cut.has_recording and not has_word_alignment(cut):
                 proportional.append(cut.id)
         source = getattr(cuts, SOURCE_ATTR, None) or self.source
         self._count_proportional(proportional, source)
-        return collate(documents, clips, self.pad_id, self.pack_length, skipped, proportional, source)
+        # rows no wider than any sample may be: the context, or pack_length if smaller
+        capacity = self.max_len if self.pack_length else None
+        return collate(documents, clips, self.pad_id, capacity, skipped, proportional, source, kinds)

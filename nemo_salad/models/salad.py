@@ -14,6 +14,7 @@ Legend: ``R``/``Rt`` student/teacher rows, ``Ts``/``Tt`` their lengths, ``C`` sp
 from __future__ import annotations
 
 import inspect
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -83,7 +84,7 @@ class SaladModel(MegatronContract, ModelPT):
         self.tokenizer = self._setup_tokenizer(cfg)
         if not (self.megatron if defer_build is None else defer_build):
             self.configure_model()
-        self.data_skipped = 0  # samples the data pipeline dropped (each logged where it happened)
+        self.data_skipped: Counter[str] = Counter()  # samples the data pipeline dropped, by SKIP_KINDS (each logged)
         self.data_proportional = 0  # speech samples laid out with proportional word times (no alignment)
         self._min_samples: int | None = None
         self.clip_features = inference.ClipFeatureCache()  # encode_cuts of frozen clip-independent encoders
@@ -310,6 +311,9 @@ class SaladModel(MegatronContract, ModelPT):
                                f"{batch.clip_frames.tolist()} slots (samples {batch.sample_ids}): the data pipeline's "
                                "FrameCounter does not match this encoder and adapter")
         valid = frames[frame_mask(lens, frames.shape[1])]  # (ΣF, H) in slot order
+        if valid.shape[0] != int(batch.speech_mask.sum()):
+            raise RuntimeError(f"{valid.shape[0]} speech frames for {int(batch.speech_mask.sum())} speech slots "
+                               f"(samples {batch.sample_ids}): the batch's clip_frames and speech_mask disagree")
         return embeds.masked_scatter(batch.speech_mask[..., None], valid.to(embeds.dtype))
 
     def student_hidden(self, batch: SaladBatch, speech: tuple[Tensor, Tensor] | None = None) -> Tensor:
@@ -361,14 +365,13 @@ class SaladModel(MegatronContract, ModelPT):
         return self.loss(student, self.llm.output_weight, teacher, t_weight, batch.targets, tp_group=self.llm.tp_group)
 
     def training_step(self, batch: SaladBatch, batch_idx: int | None = None) -> Tensor | None:
-        """The training loss (None, or with several ranks a zero reaching every parameter, when nothing is left to
-        learn). Under Megatron a text-replay batch gives the speech path exact-zero gradients: megatron's overlapped
-        reduction waits for a gradient of every parameter of a bucket (plain DDP finds unused parameters itself)."""
+        """The training loss (see :meth:`_nothing_to_learn` for a batch without targets). Under Megatron a
+        text-replay batch gives the speech path exact-zero gradients: megatron's overlapped reduction waits for a
+        gradient of every parameter of a bucket (plain DDP finds unused parameters itself)."""
         self._count_data(batch)
         out = self.compute_loss(batch)
-        if out is None:  # every rank must run backward, under Megatron and under plain DDP
-            distributed = self.megatron or (self._trainer is not None and self._trainer.world_size > 1)
-            return self._zero_touching(self.network) if distributed else None
+        if out is None:
+            return self._nothing_to_learn()
         n = max(batch.num_samples, 1)
         self.log_dict({"train/loss": out.loss.detach(), "train/kd": out.kd, "train/nll": out.nll,
                        "train/tokens": float(out.num_tokens), "train/padded_fraction": batch.padded_fraction()},
@@ -378,16 +381,29 @@ class SaladModel(MegatronContract, ModelPT):
             return out.loss + self._zero_touching(self.encoder, self.adapter)
         return out.loss
 
+    def _nothing_to_learn(self) -> Tensor | None:
+        """The step's result for a batch without targets (every sample skipped): None in one process (Lightning
+        skips the step); with several ranks, which must all run backward, a zero — reaching every parameter under
+        Megatron, and under plain DDP only what every non-empty batch trains anyway (the LLM or its LoRA), so that
+        the speech path keeps no gradient, as when one process accumulates the same batches."""
+        if self.megatron:
+            return self._zero_touching(self.network)
+        if self._trainer is None or self._trainer.world_size == 1:
+            return None
+        trained = any(p.requires_grad for p in self.llm.parameters())
+        return self._zero_touching(self.llm if trained else self.network)
+
     def _count_data(self, batch: SaladBatch) -> None:
         """Count the data pipeline's skips; the datamodule's monitor stops the run when a source is unusable."""
-        self.data_skipped += len(batch.skipped)
+        self.data_skipped.update(batch.skip_kinds)
         self.data_proportional += len(batch.proportional)
         monitor = getattr(getattr(self._trainer, "datamodule", None), "skip_monitor", None)
         if monitor is not None:
             monitor.update(batch.source, batch.num_samples, batch.skipped)
         n = max(batch.num_samples, 1)
-        self.log_dict({"train/skipped": float(self.data_skipped),
-                       "train/proportional_cuts": float(self.data_proportional)}, batch_size=n)
+        self.log_dict({"train/skipped": float(self.data_skipped.total()), **{f"train/skipped/{k}": float(v) for k, v
+                       in self.data_skipped.items()}, "train/proportional_cuts": float(self.data_proportional)},
+                      batch_size=n)
 
     @staticmethod
     def _zero_touching(*modules: torch.nn.Module) -> Tensor:

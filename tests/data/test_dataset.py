@@ -144,3 +144,12 @@ def test_cuts_laid_out_with_proportional_times_are_counted_and_logged(tmp_path, 
     assert len(warnings) == 1 and "1 cut(s) (this batch: source 'tones')" in warnings[0]  # first one, then every 1000
     assert _dataset(tiny_tokenizer, LayoutConfig(alignment_fallback="skip"))[
         CutSet.from_cuts(cuts[1:2])].proportional == []
+
+
+def test_packed_rows_are_never_wider_than_the_context(tiny_tokenizer):
+    """pack_length larger than the LLM context: rows are filled only up to the context."""
+    cuts = text_cuts_for_replay([(f"r{i}", " ".join(["word"] * 8)) for i in range(6)])
+    batch = _dataset(tiny_tokenizer, max_len=64, pack_length=2048)[cuts]
+    assert batch.skipped == [] and batch.num_samples == 6
+    assert batch.student_ids.shape[1] <= 64 and batch.teacher_ids.shape[1] <= 64
+    assert batch.student_ids.shape[0] > 1  # several rows rather than one row wider than the context

@@ -72,11 +72,12 @@ def test_index_map_with_encoder_frames(model, pack_length):
                                           if s.kind == "speech")
 
 
+@pytest.mark.parametrize("layout", ["prefix", "interleaved"])
 @pytest.mark.parametrize("pack_length", [None, 256], ids=["one-per-row", "packed"])
-def test_padding_and_packing_are_exact(model, pack_length):
+def test_padding_and_packing_are_exact(model, layout, pack_length):
     """Each document's student hidden states, teacher hidden states and loss terms are the same alone and inside a
-    padded or packed batch."""
-    docs, clips = make_documents(model, "prefix")
+    padded or packed batch (interleaved: several clips per document)."""
+    docs, clips = make_documents(model, layout)
     batch = collate(docs, clips, model.pad_id, pack_length)
     with torch.no_grad():
         student, teacher = model.student_hidden(batch), model.teacher_hidden(batch)
@@ -293,6 +294,6 @@ def test_a_bad_sample_is_skipped_once_and_counted_once(tiny_tokenizer_dir, tmp_p
     assert sorted(cut_id for cut_id, _ in batch.skipped) == ["r-long", "utt1"]
     assert "exceeds the limit of 200" in dict(batch.skipped)["r-long"]
     assert [r.getMessage().count("skipping cut") for r in caplog.records if "skipping" in r.getMessage()] == [1, 1]
-    assert model.data_skipped == 2 and torch.isfinite(loss)
+    assert model.data_skipped == {"unreadable_audio": 1, "too_long_sequence": 1} and torch.isfinite(loss)
     assert batch.sample_ids == ["utt0", "utt2", "utt3", "r-ok"]
     assert sorted(set(batch.sample_index.tolist())) == [0, 1, 2, 3]  # the model compares every sample it got
