@@ -212,3 +212,15 @@ def test_the_schema_is_a_hydra_structured_config(tmp_path):
         assert (cfg.model.optim.adapter_lr, cfg.model.optim.llm_lr, cfg.data.max_duration) == (2e-3, 5e-5, 40.0)
         with pytest.raises(ConfigCompositionException, match="model.optim.adapter_lr"):
             compose(config_name="exp", overrides=["model.optim.adapter_lr=abc"])
+
+
+def test_removed_model_keys_are_ignored_with_a_warning(caplog):
+    """model.on_bad_sample and model.splice (removed: the dataset skips and counts every bad sample) still compose."""
+    import logging
+
+    from nemo_salad.recipes.schema import typed_training_config
+
+    with caplog.at_level(logging.WARNING):
+        cfg = typed_training_config({"model": {"on_bad_sample": "skip", "splice": {"pad_side": "right"}}})
+    assert "on_bad_sample" not in cfg.model and "splice" not in cfg.model
+    assert any("no longer exist" in r.getMessage() for r in caplog.records)

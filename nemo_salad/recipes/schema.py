@@ -38,11 +38,12 @@ Layout::
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 from nemo_salad.data.config import DataConfig, DemoConfig, LayoutSchema, SourceConfig, ValidationConfig
 from nemo_salad.models.config import OLD_MODEL_KEYS, LossConfig, ModelConfig, TeacherConfig, model_config
@@ -126,4 +127,14 @@ def typed_training_config(cfg: Any, source: str = "training config") -> DictConf
 could not be converted to Float. Fix the key or its value in the YAML or the command-line override (the schema: \
 nemo_salad.recipes.schema.TrainingConfig)
     """
+    model = cfg.get("model") if isinstance(cfg, Mapping) else None
+    old = [k for k in OLD_MODEL_KEYS if isinstance(model, Mapping) and k in model]
+    if old:  # removed settings: every bad sample is now skipped (and counted) by the dataset
+        from nemo.utils import logging
+
+        logging.warning(f"{source}: model.{', model.'.join(old)} no longer exist(s) and are ignored: the data pipeline "
+                        "skips and counts every unusable sample")
+        cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False) if isinstance(cfg, DictConfig) else cfg)
+        for k in old:
+            del cfg.model[k]
     return typed_section(TrainingConfig, cfg, source)

@@ -48,7 +48,8 @@ def build(cfg: DictConfig) -> tuple[pl.Trainer, SaladModel, SaladDataModule]:
         callbacks.append(active_selection_callback(cfg.active_selection))
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
     megatron = trainer_cfg.get("strategy") == "megatron"
-    ddp = trainer_cfg.get("strategy") == "ddp"
+    ddp = trainer_cfg.get("strategy") == "ddp" or (trainer_cfg.get("strategy", "auto") == "auto"
+                                                     and _several_processes(trainer_cfg))
     if megatron:  # NeMo-2 MegatronStrategy: tensor/data parallel, distributed optimizer, megatron checkpoints
         from nemo_salad.recipes.megatron import megatron_trainer_kwargs
 
@@ -82,6 +83,26 @@ def build(cfg: DictConfig) -> tuple[pl.Trainer, SaladModel, SaladDataModule]:
     data = SaladDataModule(cfg.data, model.tokenizer, model.frame_counter(cfg.data.max_duration),
                            model.pad_id, model.context_length)
     return trainer, model, data
+
+
+def _several_processes(trainer: dict[str, Any]) -> bool:
+    """Whether a ``trainer`` section starts several processes (Lightning's ``auto`` strategy then picks plain DDP,
+    which must be the one :func:`ddp_strategy` builds).
+
+    >>> _several_processes({"devices": 1}), _several_processes({"devices": 2}), _several_processes({"num_nodes": 2})
+    (False, True, True)
+    """
+    devices, nodes = trainer.get("devices", "auto"), int(trainer.get("num_nodes", 1) or 1)
+    if isinstance(devices, list | tuple):
+        count = len(devices)
+    elif isinstance(devices, str) and not devices.lstrip("-").isdigit():  # "auto"
+        accelerator = str(trainer.get("accelerator", "auto"))
+        count = torch.cuda.device_count() if accelerator in ("auto", "gpu", "cuda") else 1
+    else:
+        count = int(devices)
+        if count == -1:
+            count = torch.cuda.device_count() if str(trainer.get("accelerator", "auto")) != "cpu" else 1
+    return max(count, 1) * nodes > 1
 
 
 def ddp_strategy() -> DDPStrategy:
