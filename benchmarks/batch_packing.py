@@ -76,13 +76,14 @@ def _eval_losses(model: Any, state: dict[str, Any], batches: list[Any]) -> list[
 
 
 def _steps(model: Any, state: dict[str, Any], batches: list[Any], optim: dict[str, Any] | None) -> list[float]:
-    """Training-step time per batch from ``state``; ``optim`` None: forward and backward only (no update)."""
+    """Training-step time per batch from ``state``, after one untimed warm-up step; ``optim`` None: forward and
+    backward only (no update)."""
     from nemo_salad.parts.optim import build_optimizer
 
     model.load_state_dict(state)
     opt = build_optimizer(model, optim, max_steps=len(batches) + 1)["optimizer"] if optim is not None else None
     times = []
-    for batch in batches:
+    for i, batch in enumerate([batches[0], *batches]):  # the first pass over batch 0 warms up (not timed)
         start = time.perf_counter()
         model.zero_grad(set_to_none=True)
         out = model.compute_loss(batch)
@@ -90,7 +91,9 @@ def _steps(model: Any, state: dict[str, Any], batches: list[Any], optim: dict[st
         if opt is not None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
-        times.append(time.perf_counter() - start)
+        if i:
+            times.append(time.perf_counter() - start)
+    model.load_state_dict(state)
     return times
 
 

@@ -41,9 +41,9 @@ class SkipSample(Exception):
         kind (str): the reason's class, counted per run (``train/skipped/<kind>``), one of :data:`SKIP_KINDS`.
         detail (str): what was wrong with this sample (the message).
 
-    >>> err = SkipSample("empty_transcript", "speech segment has an empty transcript")
+    >>> err = SkipSample("empty_text", "speech segment has an empty transcript")
     >>> err.kind, str(err)
-    ('empty_transcript', 'speech segment has an empty transcript')
+    ('empty_text', 'speech segment has an empty transcript')
     """
 
     def __init__(self, kind: str, detail: str) -> None:
@@ -262,7 +262,7 @@ class SaladBatch:
     skip_kinds: list[str] = field(default_factory=list)  # the class of each of those reasons (SKIP_KINDS)
     proportional: list[str] = field(default_factory=list)  # speech cuts laid out with proportional word times
     source: str | None = None
-    packed: bool = False
+    packed: bool = False  # some row holds several documents (student or teacher side)
 
     # ------------------------------------------------------------------ sizes
     @property
@@ -294,6 +294,15 @@ class SaladBatch:
         return 1.0 - real / total if total else 0.0
 
     # ------------------------------------------------------------------ attention
+    def student_position_ids(self) -> Tensor | None:
+        """``student_positions``, or None when every row is one document from position 0 (then the LLM's own
+        ``0 .. T-1`` positions are the same and cheaper: one RoPE table for all rows)."""
+        return self.student_positions if self.packed else None
+
+    def teacher_position_ids(self) -> Tensor | None:
+        """``teacher_positions``, or None as for :meth:`student_position_ids`."""
+        return self.teacher_positions if self.packed else None
+
     @staticmethod
     def attention_mask(doc: Tensor) -> Tensor:
         """Causal attention inside each document, megatron's convention (True = may not attend): ``(R, T) → (R, 1,
@@ -339,13 +348,23 @@ def collate(documents: Sequence[Document], clips: Sequence[Tensor], pad_id: int,
 
     Returns:
         SaladBatch: clips reordered to slot order; each segment's ``clip`` renumbered to match.
+
+    Raises:
+        ValueError: a document longer than ``pack_length`` (:func:`make_document` with ``max_len`` skips those).
+
+    >>> fc = FrameCounter.from_formula(lambda n: n // 100, 1000)
+    >>> docs = [make_document(f"d{i}", [Segment("speech", [7], i), Segment("text", [1, 2])], [200, 300], fc, pad_id=0)
+    ...         for i in range(2)]
+    >>> b = collate(docs, [torch.zeros(200), torch.zeros(300)], pad_id=0, pack_length=16)
+    >>> b.student_ids.tolist(), b.student_doc.tolist(), b.clip_frames.tolist(), b.padded_fraction()
+    ([[0, 0, 1, 2, 0, 0, 0, 1, 2]], [[0, 0, 0, 0, 1, 1, 1, 1, 1]], [2, 3], 0.0)
     """
     if not documents:
         empty = torch.zeros(0, 0, dtype=torch.long)
         none = torch.zeros(0, dtype=torch.long)
         return SaladBatch(empty, empty.bool(), empty, empty, empty, empty, empty, none, none, none, none,
                           torch.zeros(0, 0), none, none, skipped=list(skipped), skip_kinds=list(skip_kinds),
-                          proportional=list(proportional), source=source, packed=pack_length is not None)
+                          proportional=list(proportional), source=source)
     s_rows = pack_rows([len(d.student_ids) for d in documents], pack_length)
     t_rows = pack_rows([len(d.teacher_ids) for d in documents], pack_length)
     s_ids, s_doc, s_pos, s_start = _lay_out([d.student_ids for d in documents], s_rows, pad_id)
@@ -375,4 +394,4 @@ def collate(documents: Sequence[Document], clips: Sequence[Tensor], pad_id: int,
                       pair[:, 3], audio, lens, torch.tensor(frames, dtype=torch.long),
                       sample_ids=[d.id for d in documents], segments=segments, skipped=list(skipped),
                       skip_kinds=list(skip_kinds), proportional=list(proportional), source=source,
-                      packed=pack_length is not None)
+                      packed=any(len(r) > 1 for r in s_rows + t_rows))

@@ -320,19 +320,19 @@ class SaladModel(MegatronContract, ModelPT):
         """Student final hidden states ``(R, Ts, H)`` on the speech input, attention confined to each document."""
         return self.llm.hidden_states(inputs_embeds=self.student_inputs(batch, speech),
                                       attention_mask=batch.attention_mask(batch.student_doc),
-                                      position_ids=batch.student_positions)
+                                      position_ids=batch.student_position_ids())
 
     def student_text_hidden(self, batch: SaladBatch) -> Tensor:
         """Student final hidden states ``(Rt, Tt, H)`` on the all-text sequence (forgetting, misalignment)."""
         return self.llm.hidden_states(input_ids=batch.teacher_ids, attention_mask=batch.attention_mask(
-            batch.teacher_doc), position_ids=batch.teacher_positions)
+            batch.teacher_doc), position_ids=batch.teacher_position_ids())
 
     def teacher_hidden(self, batch: SaladBatch) -> Tensor:
         """Teacher final hidden states ``(Rt, Tt, H)`` on the all-text sequence, without gradients."""
         if self.teacher_policy is None:
             raise RuntimeError("model.teacher.mode=none: this model has no teacher")
         return self.teacher_policy.hidden_states(self.network, batch.teacher_ids, batch.attention_mask(
-            batch.teacher_doc), batch.teacher_positions)
+            batch.teacher_doc), batch.teacher_position_ids())
 
     def teacher_logits(self, hidden: Tensor) -> Tensor:
         """Project teacher hidden states to logits (the teacher's own output layer)."""
