@@ -9,7 +9,7 @@ loss, backward, AdamW) from the same initial weights, and checks that both layou
 (eval mode, the initial weights).
 
     python benchmarks/batch_packing.py --model default --batches 8              # the embedded default (CPU)
-    python benchmarks/batch_packing.py --model 1b --batches 3 --batch-duration 20 --no-optimizer  # 1B-class student
+    python benchmarks/batch_packing.py --model 1b --batches 3 --batch-duration 40 --no-optimizer  # 1B-class student
     python benchmarks/batch_packing.py --model 1b --batches 16 --batch-duration 600 --no-step  # recipe-size batches
 
 The demo corpus is built on first use (a few minutes, cached under ``$SALAD_CACHE``).
