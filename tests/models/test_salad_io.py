@@ -118,8 +118,8 @@ def test_every_adapter_config_trains(tiny_tokenizer_dir, adapter):
     assert all(p.grad is not None for p in model.adapter.parameters())
 
 
-def test_restore_refuses_unsafe_targets(tiny_tokenizer_dir, tmp_path):
-    model = SaladModel(model_cfg(tiny_tokenizer_dir, adapter="mlp"))
+def _nemo_with_edited_config(model: SaladModel, tmp_path, name: str, edit) -> str:
+    """``model`` saved as ``<name>.nemo`` with ``edit(config dict)`` applied to the config stored inside."""
     good = tmp_path / "good.nemo"
     model.save_to(str(good))
     unpacked = tmp_path / "unpacked"
@@ -127,36 +127,32 @@ def test_restore_refuses_unsafe_targets(tiny_tokenizer_dir, tmp_path):
         tar.extractall(unpacked, filter="data")
     cfg_file = next(unpacked.rglob("model_config.yaml"))
     cfg = yaml.safe_load(cfg_file.read_text())
-    cfg["adapter"]["_target_"] = "os.system"
+    edit(cfg)
     cfg_file.write_text(yaml.safe_dump(cfg))
-    bad = tmp_path / "bad.nemo"
-    with tarfile.open(bad, "w") as tar:
+    edited = tmp_path / f"{name}.nemo"
+    with tarfile.open(edited, "w") as tar:
         for f in unpacked.rglob("*"):
             tar.add(f, arcname=str(f.relative_to(unpacked)))
+    return str(edited)
+
+
+def test_restore_refuses_unsafe_targets(tiny_tokenizer_dir, tmp_path):
+    model = SaladModel(model_cfg(tiny_tokenizer_dir, adapter="mlp"))
+    bad = _nemo_with_edited_config(model, tmp_path, "bad", lambda cfg: cfg["adapter"].update(_target_="os.system"))
     with pytest.raises(UnsafeTargetError, match=r"bad\.nemo: refusing to instantiate adapter\._target_='os\.system'"):
-        SaladModel.restore_from(str(bad), map_location="cpu")
+        SaladModel.restore_from(bad, map_location="cpu")
 
 
 def test_restore_of_an_older_nemo_fills_defaults_and_ignores_old_keys(tiny_tokenizer_dir, tmp_path):
     """A ``.nemo`` saved by an earlier version: no loss/optim/teacher sections, the old ``splice`` and
     ``on_bad_sample`` keys. It restores with the schema's defaults (nemo_salad.models.config.ModelConfig)."""
+    def make_old(cfg: dict) -> None:
+        for key in ("loss", "optim", "teacher"):
+            cfg.pop(key, None)
+        cfg.update(splice={"mode": "replace"}, on_bad_sample="skip")
+
     model = SaladModel(model_cfg(tiny_tokenizer_dir, adapter="mlp"))
-    good = tmp_path / "good.nemo"
-    model.save_to(str(good))
-    unpacked = tmp_path / "unpacked"
-    with tarfile.open(good) as tar:
-        tar.extractall(unpacked, filter="data")
-    cfg_file = next(unpacked.rglob("model_config.yaml"))
-    cfg = yaml.safe_load(cfg_file.read_text())
-    for key in ("loss", "optim", "teacher"):
-        cfg.pop(key, None)
-    cfg.update(splice={"mode": "replace"}, on_bad_sample="skip")
-    cfg_file.write_text(yaml.safe_dump(cfg))
-    old = tmp_path / "old.nemo"
-    with tarfile.open(old, "w") as tar:
-        for f in unpacked.rglob("*"):
-            tar.add(f, arcname=str(f.relative_to(unpacked)))
-    restored = SaladModel.restore_from(str(old), map_location="cpu")
+    restored = SaladModel.restore_from(_nemo_with_edited_config(model, tmp_path, "old", make_old), map_location="cpu")
     assert "splice" not in restored.cfg and "on_bad_sample" not in restored.cfg
     assert (restored.cfg.teacher.mode, restored.loss.alpha, restored.cfg.optim.warmup_steps) == ("copy", 1.0, 500)
 
