@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     rows, first = [], None
     for name, pack in (("one sample per row", None), (f"packed to {args.pack_length}", args.pack_length)):
         batches, collate_s = _layout(data, cut_batches, pack)
-        padded = statistics.fmean(b.padded_fraction() for b in batches)
+        padded = statistics.fmean(b.padded_fraction for b in batches)
         row = {"layout": name, "padded": padded, "collate_ms": 1e3 * collate_s,
                "rows": statistics.fmean(b.student_ids.shape[0] for b in batches),
                "width": statistics.fmean(b.student_ids.shape[1] for b in batches),

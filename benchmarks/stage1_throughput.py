@@ -125,7 +125,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {"model": args.model, "strategy": args.strategy, "precision": args.precision, "device": name,
             "trainable_m": trainable / 1e6, "samples": args.samples, "tokens": tokens, "step_s": step_s,
             "tokens_s": tokens / step_s,
-            "padded": batch.padded_fraction(), "audio_s_s": args.samples * args.speech_seconds / step_s,
+            "padded": batch.padded_fraction, "audio_s_s": args.samples * args.speech_seconds / step_s,
             "tflops": flops / step_s / 1e12, "flops_step": flops,
             "mfu": flops / step_s / peak if peak else None, "first_loss": first_loss}
 

@@ -263,6 +263,7 @@ class SaladBatch:
     proportional: list[str] = field(default_factory=list)  # speech cuts laid out with proportional word times
     source: str | None = None
     packed: bool = False  # some row holds several documents (student or teacher side)
+    padded_fraction: float = 0.0  # padded share of all student and teacher positions (what packing reduces)
 
     # ------------------------------------------------------------------ sizes
     @property
@@ -286,12 +287,6 @@ class SaladBatch:
     def teacher_mask(self) -> Tensor:
         """``(Rt, Tt)`` True at real positions."""
         return self.teacher_doc >= 0
-
-    def padded_fraction(self) -> float:
-        """Padded share of all student and teacher positions (what packing reduces)."""
-        total = self.student_doc.numel() + self.teacher_doc.numel()
-        real = int(self.student_mask.sum()) + int(self.teacher_mask.sum())
-        return 1.0 - real / total if total else 0.0
 
     # ------------------------------------------------------------------ attention
     def student_position_ids(self) -> Tensor | None:
@@ -356,7 +351,7 @@ def collate(documents: Sequence[Document], clips: Sequence[Tensor], pad_id: int,
     >>> docs = [make_document(f"d{i}", [Segment("speech", [7], i), Segment("text", [1, 2])], [200, 300], fc, pad_id=0)
     ...         for i in range(2)]
     >>> b = collate(docs, [torch.zeros(200), torch.zeros(300)], pad_id=0, pack_length=16)
-    >>> b.student_ids.tolist(), b.student_doc.tolist(), b.clip_frames.tolist(), b.padded_fraction()
+    >>> b.student_ids.tolist(), b.student_doc.tolist(), b.clip_frames.tolist(), b.padded_fraction
     ([[0, 0, 1, 2, 0, 0, 0, 1, 2]], [[0, 0, 0, 0, 1, 1, 1, 1, 1]], [2, 3], 0.0)
     """
     if not documents:
@@ -385,6 +380,7 @@ def collate(documents: Sequence[Document], clips: Sequence[Tensor], pad_id: int,
             frames.extend(doc.frames)
             segments[d] = [Segment(s.kind, s.ids, renumber[s.clip]) if s.kind == "speech" else s for s in doc.segments]
     pairs = [(s_start[d] + s, t_start[d] + t, y, d) for d, doc in enumerate(documents) for s, t, y in doc.pairs]
+    real = sum(len(d.student_ids) + len(d.teacher_ids) for d in documents)
     pair = torch.tensor(pairs, dtype=torch.long).reshape(-1, 4)
     lens = torch.tensor([len(clips[c]) for c in order], dtype=torch.long)
     audio = torch.zeros(len(order), int(lens.max()) if len(order) else 0)
@@ -394,4 +390,5 @@ def collate(documents: Sequence[Document], clips: Sequence[Tensor], pad_id: int,
                       pair[:, 3], audio, lens, torch.tensor(frames, dtype=torch.long),
                       sample_ids=[d.id for d in documents], segments=segments, skipped=list(skipped),
                       skip_kinds=list(skip_kinds), proportional=list(proportional), source=source,
-                      packed=any(len(r) > 1 for r in s_rows + t_rows))
+                      packed=any(len(r) > 1 for r in s_rows + t_rows), padded_fraction=1.0 - real / (s_doc.numel()
+                                                                                                     + t_doc.numel()))

@@ -36,7 +36,7 @@ def test_speech_first_document_and_its_pairs():
 def test_packing_keeps_documents_apart():
     docs, clips = _docs()
     batch = collate(docs, clips, pad_id=0, pack_length=16)
-    assert batch.student_ids.shape == (1, 11) and batch.padded_fraction() == 0.0
+    assert batch.student_ids.shape == (1, 11) and batch.padded_fraction == 0.0
     assert batch.student_doc[0].tolist() == [0] * 5 + [1] * 6
     assert batch.student_positions[0].tolist() == [0, 1, 2, 3, 4, 0, 1, 2, 3, 4, 5]
     mask = SaladBatch.attention_mask(batch.student_doc)[0, 0]
