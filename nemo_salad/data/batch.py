@@ -312,6 +312,25 @@ class SaladBatch:
         allowed |= torch.eye(t, dtype=torch.bool, device=doc.device)
         return ~allowed[:, None]
 
+    def speech_context(self) -> Tensor:
+        """``(P,)`` True for the compared pairs whose student position is at or after the first speech slot of its
+        document: the student's context there holds speech. Before it the student reads the same text as the
+        teacher (misalignment is measured only where speech is in context).
+
+        >>> fc = FrameCounter.from_formula(lambda n: n // 100, 1000)
+        >>> doc = make_document("a", [Segment("text", [1, 2, 3]), Segment("speech", [7], 0), Segment("text", [4])],
+        ...                     [200], fc, pad_id=0)
+        >>> b = collate([doc], [torch.zeros(200)], pad_id=0)
+        >>> b.student_pos.tolist(), b.speech_context().tolist()
+        ([0, 1, 4], [False, False, True])
+        """
+        doc = self.student_doc.flatten()
+        slots = self.speech_mask.flatten().nonzero().squeeze(1)  # flat indices of speech slots, row by row
+        count = int(doc.max()) + 1 if doc.numel() else 0
+        first = torch.full((count,), doc.numel(), dtype=torch.long, device=doc.device)  # no speech: never
+        first.scatter_reduce_(0, doc[slots], slots, reduce="amin")
+        return self.student_pos >= first[self.sample_index]  # a document is contiguous inside one row
+
     def teacher_next_positions(self) -> Tensor:
         """Flat indices into ``Rt*Tt`` of teacher positions whose next position is in the same document: ``(K,)``."""
         doc = self.teacher_doc

@@ -1,13 +1,17 @@
 """The two factors of the text–speech gap, per token (paper Eqs. 2–3).
 
 * Forgetting ``F = KL(teacher on text ‖ student on text)`` — how far the adapted LLM has drifted from the
-  original on pure text, at every next-token position of the all-text sequence.
+  original on pure text, at every next-token position of the all-text sequence (both models read text).
 * Misalignment ``M = KL(student on text ‖ student on speech)`` — how differently the student predicts the
-  same next text token from the speech context and from the equivalent text context, at the positions where
-  the student on speech predicts a text token.
+  same next text token from the speech context and from the equivalent text context. It counts the positions
+  where the student on speech predicts a text token *and* its context holds speech: the last frame of every
+  speech span and every text position after the document's first speech span (:meth:`SaladBatch.speech_context
+  <nemo_salad.data.batch.SaladBatch.speech_context>`). Text before the first speech span is left out: there both
+  contexts are the same text and the KL is zero, so counting it would make M depend on how much text precedes
+  the speech (on passage length and layout) instead of on the speech.
 
-Both are averaged over tokens (the paper writes sums; averages compare across data sizes). The reference
-distribution is the first argument of each KL. Legend: ``B`` samples, ``T`` positions, ``H`` width.
+Both are averaged over the counted tokens (the paper writes sums; averages compare across data sizes). The
+reference distribution is the first argument of each KL. Legend: ``B`` samples, ``T`` positions, ``H`` width.
 """
 
 from __future__ import annotations
@@ -90,7 +94,7 @@ def gap_stats(model: Any, batch: Any, chunk_size: int = 1024, speech: tuple[Tens
 
     Returns:
         GapStats: forgetting over every next-token position of the all-text sequences, misalignment over the
-        student's text predictions on speech.
+        student's text predictions whose context holds speech (see the module docstring).
     """
     if not batch.num_samples:
         return GapStats()
@@ -98,10 +102,11 @@ def gap_stats(model: Any, batch: Any, chunk_size: int = 1024, speech: tuple[Tens
     tp_group = model.llm.tp_group
     text_hidden = model.student_text_hidden(batch).flatten(0, 1)  # (Rt*Tt, H) student on text
     stats = GapStats()
-    if batch.num_targets:
+    heard = batch.speech_context()  # (P,) pairs whose student context holds speech
+    if bool(heard.any()):
         student = outputs.student_hidden if outputs is not None else model.student_hidden(batch, speech)
-        speech_hidden = student.flatten(0, 1)[batch.student_pos]  # (P, H) student on speech
-        m = chunked_divergence(speech_hidden, w, text_hidden[batch.teacher_pos], w, chunk_size=chunk_size,
+        speech_hidden = student.flatten(0, 1)[batch.student_pos[heard]]  # (M, H) student on speech
+        m = chunked_divergence(speech_hidden, w, text_hidden[batch.teacher_pos[heard]], w, chunk_size=chunk_size,
                                tp_group=tp_group)
         stats.misalignment_sum, stats.misalignment_tokens = float(m.double().sum()), int(m.numel())
     if model.teacher_mode != "none":

@@ -22,6 +22,7 @@ def make_documents(model, layout: str, seconds: list[float] | None = None, seed:
     """Samples of different lengths in one of the two layouts of the method, checked, and their clips.
 
     ``prefix``: the first words spoken, the rest as text. ``interleaved``: text, speech, text, speech, text.
+    ``lead``: three words of text, two spoken, the rest as text.
     Audio is random noise of the given durations (one clip per speech segment); with ``identity`` each clip has
     ``IDENTITY_HOP`` samples per transcript token and one slot per token (see :func:`identity_speech`).
     """
@@ -36,6 +37,8 @@ def make_documents(model, layout: str, seconds: list[float] | None = None, seed:
         elif layout == "interleaved":
             spans = [("text", words[:1]), ("speech", words[1:3]), ("text", words[3:4]), ("speech", words[4:6]),
                      ("text", words[6:])]
+        elif layout == "lead":  # text first: several compared positions before any speech
+            spans = [("text", words[:3]), ("speech", words[3:5]), ("text", words[5:])]
         else:
             raise ValueError(layout)
         segs = []
@@ -77,3 +80,14 @@ def identity_speech(model, batch: SaladBatch) -> tuple[torch.Tensor, torch.Tenso
     for c, ids in transcripts.items():
         frames[c, : len(ids)] = model.llm.embed(torch.tensor(ids))
     return frames, lens
+
+
+def speech_in_context(batch: SaladBatch) -> list[bool]:
+    """Per compared pair: is there a speech slot at or before the student position, in the same document?"""
+    width = batch.student_ids.shape[1]
+    out = []
+    for p in batch.student_pos.tolist():
+        r, t = divmod(p, width)
+        doc = int(batch.student_doc[r, t])
+        out.append(any(bool(batch.speech_mask[r, u]) and int(batch.student_doc[r, u]) == doc for u in range(t + 1)))
+    return out

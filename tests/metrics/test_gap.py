@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from nemo_salad.metrics import gap_stats, next_token_positions
 from nemo_salad.models.salad import SaladModel
-from tests.helpers.batches import identity_speech, make_batch
+from tests.helpers.batches import identity_speech, make_batch, speech_in_context
 from tests.helpers.tiny import model_cfg
 
 
@@ -39,7 +39,8 @@ def test_both_equal_a_direct_full_logit_computation(model):
     with torch.no_grad():
         for p in model.llm.parameters():
             p.add_(0.02 * torch.randn_like(p))  # the student drifts from the teacher
-    batch = make_batch(model, "interleaved")
+    batch = make_batch(model, "lead")
+    assert not all(speech_in_context(batch))  # some compared positions come before any speech
     stats = gap_stats(model, batch, chunk_size=7)
     with torch.no_grad():
         sb = batch  # one document per row: plain padding masks are an independent reference
@@ -48,6 +49,7 @@ def test_both_equal_a_direct_full_logit_computation(model):
         teacher_logits = model.teacher(input_ids=sb.teacher_ids, padding_mask=sb.teacher_mask).flatten(0, 1)
         pos = next_token_positions(sb.teacher_mask)
         f = _kl_sum(teacher_logits[pos], text_logits[pos]) / len(pos)
-        m = _kl_sum(text_logits[sb.teacher_pos], speech_logits[sb.student_pos]) / sb.num_targets
+        heard = torch.tensor(speech_in_context(sb))  # the documented positions: speech in the student's context
+        m = _kl_sum(text_logits[sb.teacher_pos[heard]], speech_logits[sb.student_pos[heard]]) / int(heard.sum())
     assert stats.forgetting > 1e-4 and stats.forgetting == pytest.approx(f, rel=1e-4)
     assert stats.misalignment > 1e-3 and stats.misalignment == pytest.approx(m, rel=1e-4)
