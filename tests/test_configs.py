@@ -148,7 +148,7 @@ def test_every_training_config_type_checks(name):
     if name.startswith("stage2"):
         assert cfg.active_selection.weight == 1.0 and cfg.active_selection.selection.gamma == 5.0
     if "qwen" in name:
-        assert cfg.megatron.num_microbatches == 1 and cfg.data.pack_length == 2048  # megatron: from its defaults
+        assert cfg.megatron.ckpt_async_save is True and cfg.data.pack_length == 2048  # megatron: from its defaults
 
 
 @pytest.mark.parametrize("override, key", [("model.optim.adapter_lr=abc", "model.optim.adapter_lr"),

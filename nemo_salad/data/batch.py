@@ -264,6 +264,7 @@ class SaladBatch:
     source: str | None = None
     packed: bool = False  # some row holds several documents (student or teacher side)
     padded_fraction: float = 0.0  # padded share of all student and teacher positions (what packing reduces)
+    positions: int = 0  # real student positions: the LLM positions the batch trains on (data.batch_tokens)
 
     # ------------------------------------------------------------------ sizes
     @property
@@ -399,7 +400,8 @@ def collate(documents: Sequence[Document], clips: Sequence[Tensor], pad_id: int,
             frames.extend(doc.frames)
             segments[d] = [Segment(s.kind, s.ids, renumber[s.clip]) if s.kind == "speech" else s for s in doc.segments]
     pairs = [(s_start[d] + s, t_start[d] + t, y, d) for d, doc in enumerate(documents) for s, t, y in doc.pairs]
-    real = sum(len(d.student_ids) + len(d.teacher_ids) for d in documents)
+    student = sum(len(d.student_ids) for d in documents)
+    real = student + sum(len(d.teacher_ids) for d in documents)
     pair = torch.tensor(pairs, dtype=torch.long).reshape(-1, 4)
     lens = torch.tensor([len(clips[c]) for c in order], dtype=torch.long)
     audio = torch.zeros(len(order), int(lens.max()) if len(order) else 0)
@@ -409,5 +411,5 @@ def collate(documents: Sequence[Document], clips: Sequence[Tensor], pad_id: int,
                       pair[:, 3], audio, lens, torch.tensor(frames, dtype=torch.long),
                       sample_ids=[d.id for d in documents], segments=segments, skipped=list(skipped),
                       skip_kinds=list(skip_kinds), proportional=list(proportional), source=source,
-                      packed=any(len(r) > 1 for r in s_rows + t_rows), padded_fraction=1.0 - real / (s_doc.numel()
-                                                                                                     + t_doc.numel()))
+                      packed=any(len(r) > 1 for r in s_rows + t_rows), positions=student,
+                      padded_fraction=1.0 - real / (s_doc.numel() + t_doc.numel()))

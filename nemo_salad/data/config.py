@@ -66,7 +66,9 @@ class DataConfig:
     sources: list[SourceConfig] = field(default_factory=list)
     validation: ValidationConfig | None = None
     layout: LayoutSchema = field(default_factory=LayoutSchema)  # type: ignore[valid-type]
-    batch_duration: float = 60.0  # seconds of audio (or reading time) per batch
+    batch_duration: float = 60.0  # seconds of audio (or reading time) per batch (validation always; training without
+    # batch_tokens)
+    batch_tokens: int | None = None  # training batches bounded by this many LLM (student) positions instead
     num_buckets: int = 4
     buffer_size: int = 2000
     bins_estimate_cuts: int = 2000

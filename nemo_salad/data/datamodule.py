@@ -8,6 +8,7 @@ Config (``data`` section; its keys, types and defaults: :class:`nemo_salad.data.
     validation: {shar: /data/val_shar, max_cuts: 200}
     layout: {kind: interleaved, text_words: [10, 30], speech_words: [5, 15]}
     batch_duration: 60       # seconds of audio (or reading time) per batch
+    batch_tokens: null       # or: training batches of this many LLM positions (nemo_salad.data.positions)
     num_buckets: 4
     max_duration: 30         # longer utterances are skipped and counted
     pack_length: 2048        # pack samples into rows of at most this many positions (null: one sample per row)
@@ -32,6 +33,7 @@ from torch.utils.data import DataLoader
 from nemo_salad.data.batch import FrameCounter
 from nemo_salad.data.dataset import SaladDataset
 from nemo_salad.data.layout import LayoutConfig
+from nemo_salad.data.positions import PositionConstraint
 from nemo_salad.data.sampler import MixtureSampler
 from nemo_salad.data.skips import SkipMonitor
 from nemo_salad.data.sources import load_source
@@ -67,7 +69,7 @@ def _with_defaults(cfg: dict) -> dict:
 def _check_sizes(cfg: dict) -> None:
     """Batch and duration settings that lhotse would otherwise refuse with a bare assertion."""
     for key, integer in (("batch_duration", False), ("max_duration", False), ("num_buckets", True),
-                         ("pack_length", True)):
+                         ("pack_length", True), ("batch_tokens", True)):
         value = cfg.get(key)
         if value is None:
             continue
@@ -118,7 +120,11 @@ class SaladDataModule(pl.LightningDataModule):
 
     # ------------------------------------------------------------------ construction
     def _make_sampler(self, cuts: CutSet, seed: int) -> DynamicBucketingSampler:
-        return DynamicBucketingSampler(cuts, max_duration=self.cfg["batch_duration"],
+        bound: dict[str, Any] = {"max_duration": self.cfg["batch_duration"]}
+        if self.cfg["batch_tokens"]:
+            bound = {"constraint": PositionConstraint(self.cfg["batch_tokens"], self.tokenizer, self.frames,
+                                                      self.layout.speech_share())}
+        return DynamicBucketingSampler(cuts, **bound,
                                        num_buckets=self.cfg["num_buckets"], shuffle=True, seed=seed,
                                        buffer_size=self.cfg["buffer_size"],
                                        num_cuts_for_bins_estimate=self.cfg["bins_estimate_cuts"],

@@ -54,6 +54,23 @@ class LayoutConfig:
         if not 0.0 < lo <= hi < 1.0:
             raise ValueError(f"layout.prefix_speech_fraction={[lo, hi]}; expected 0 < min <= max < 1")
 
+    def speech_share(self) -> float:
+        """The expected fraction of an utterance's words that are spoken (the rest is text): the mean speech
+        fraction of ``prefix``, mean speech / (mean speech + mean text) words of ``interleaved``, mixed by
+        ``prefix_prob``. An estimate for batch sizing (:class:`nemo_salad.data.positions.PositionConstraint`).
+
+        >>> LayoutConfig(kind="interleaved").speech_share(), LayoutConfig(kind="prefix").speech_share()
+        (0.3333333333333333, 0.5)
+        """
+        prefix = sum(self.prefix_speech_fraction) / 2
+        speech, text = sum(self.speech_words) / 2, sum(self.text_words) / 2
+        interleaved = speech / (speech + text)
+        if self.kind == "prefix":
+            return prefix
+        if self.kind == "interleaved":
+            return interleaved
+        return self.prefix_prob * prefix + (1.0 - self.prefix_prob) * interleaved
+
 
 @dataclass
 class Word:

@@ -374,7 +374,8 @@ class SaladModel(MegatronContract, ModelPT):
             return self._nothing_to_learn()
         n = max(batch.num_samples, 1)
         self.log_dict({"train/loss": out.loss.detach(), "train/kd": out.kd, "train/nll": out.nll,
-                       "train/tokens": float(out.num_tokens), "train/padded_fraction": batch.padded_fraction},
+                       "train/tokens": float(out.num_tokens), "train/positions": float(batch.positions),
+                       "train/padded_fraction": batch.padded_fraction},
                       batch_size=n)
         self.log("loss", out.loss.detach(), prog_bar=True, logger=False, batch_size=n)
         if self.megatron and not batch.has_speech:

@@ -22,6 +22,7 @@ from nemo_salad.checkpoint.checkpoint_io import SafeCheckpointIO
 from nemo_salad.data.datamodule import SaladDataModule
 from nemo_salad.models.salad import SaladModel
 from nemo_salad.parts.safe_config import check_targets
+from nemo_salad.recipes.budget import token_budget
 from nemo_salad.recipes.schema import ActiveSelectionConfig, typed_section, typed_training_config
 from nemo_salad.recipes.validate import validate_training_config
 
@@ -39,6 +40,7 @@ def build(cfg: DictConfig) -> tuple[pl.Trainer, SaladModel, SaladDataModule]:
     check_targets(cfg, source="training config")
     validate_training_config(cfg)
     cfg = typed_training_config(cfg)  # every default of the schema filled in; unknown keys refused
+    logging.info(token_budget(cfg).describe())
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     pl.seed_everything(cfg.seed, workers=True)

@@ -121,6 +121,7 @@ def _check_data(c: _Checker, data: Mapping[str, Any]) -> None:
     for key in ("num_buckets", "buffer_size", "bins_estimate_cuts", "max_text_tokens", "skip_check_items"):
         c.number(data, key, p, 1, integer=True)
     c.number(data, "num_workers", p, 0, integer=True)
+    c.number(data, "batch_tokens", p, 1, integer=True, nullable=True)
     c.number(data, "max_skip_fraction", p, 0.0, 1.0)
     c.number(_section(data, "validation"), "max_cuts", "data.validation.", 1, integer=True, nullable=True)
     sources = data.get("sources")
