@@ -88,6 +88,11 @@ def report_table(points: Sequence[Mapping[str, Any]], benchmarks: Sequence[Mappi
             gap = None if text is None or speech is None else text - speech
             cells += [_pct(text), _pct(speech), _pct(gap)]
         lines.append("| " + " | ".join(cells) + " |")
+    shots = points[-1].get("shots") if points else None
+    if shots:  # each system takes as many few-shot examples as fit its own context
+        lines.append("\nFew-shot examples per item (mean, last point): " + "; ".join(
+            f"{b['title']} text {shots[b['name']]['text']:.2f}, speech {shots[b['name']]['speech']:.2f}"
+            for b in benchmarks if b["name"] in shots))
     return "\n".join(lines) + "\n"
 
 
@@ -138,8 +143,8 @@ class RunReport(pl.Callback):
         decontaminated (str | None): how the training text was kept apart from the benchmark items (written into
             the report); None: not checked. Default: None.
         reuse_topline (bool): score the topline once and reuse it at later points. The original LLM does not
-            change, and neither do the prompts (the shots that fit depend on the audio lengths only): a later point
-            whose items or shot counts differ from the first point's scores the topline again. Default: True.
+            change, and neither do its prompts (its shots are chosen for its own context, item by item): a later
+            point whose items differ from the first point's scores the topline again. Default: True.
     """
 
     def __init__(self, gap: GapReport, speech: Any, benchmarks: Sequence[str] = ("arc_easy", "copa"),
@@ -159,7 +164,8 @@ class RunReport(pl.Callback):
         self.benchmarks_meta: list[dict[str, Any]] = []
         self._benchmarks: list[Any] | None = None
         self.reuse_topline, self.decontaminated = bool(reuse_topline), decontaminated
-        self._topline: dict[str, tuple[float, list[tuple[str, int]]]] = {}  # benchmark -> (accuracy, prompt plan)
+        # benchmark -> (accuracy, scored item ids, mean shots per item)
+        self._topline: dict[str, tuple[float, list[str], float]] = {}
         self._n_val, self._t0, self._minutes_before = 0, time.monotonic(), 0.0
 
     # ------------------------------------------------------------------ files
@@ -202,7 +208,7 @@ class RunReport(pl.Callback):
         """Both systems, or the speech model alone when the stored topline's prompts are still those scored."""
         from nemo_salad.evaluation.harness import evaluate
 
-        plan = lambda bench: [(it["id"], it["n_shots"]) for it in bench.items]  # noqa: E731
+        plan = lambda bench: [it["id"] for it in bench.items]  # noqa: E731  (the topline's shots are its own)
         systems = self._systems(model)
         if self.reuse_topline and len(self._topline) == len(self._benchmarks or []):
             results = evaluate(self._benchmarks, systems[1:], self.settings, self.speech)
@@ -210,7 +216,8 @@ class RunReport(pl.Callback):
                 return results
             logging.warning("[report] the prompts changed since the first point: scoring the topline again")
         results = evaluate(self._benchmarks, systems, self.settings, self.speech)
-        self._topline = {b.name: (b.systems["text_llm"].primary, plan(b)) for b in results.benchmarks}
+        self._topline = {b.name: (b.systems["text_llm"].primary, plan(b), b.systems["text_llm"].shots_mean)
+                         for b in results.benchmarks}
         return results
 
     def _gap_values(self, trainer: pl.Trainer, model: Any) -> dict[str, float]:
@@ -245,7 +252,9 @@ class RunReport(pl.Callback):
                  "eval_minutes": round((time.monotonic() - started) / 60, 2),
                  "kd": gap.get("kd"), "forgetting": gap["forgetting"], "misalignment": gap["misalignment"],
                  "accuracy": {b.name: {"text": self._topline[b.name][0], "speech": b.systems["speech_model"].primary}
-                              for b in results.benchmarks}}
+                              for b in results.benchmarks},
+                 "shots": {b.name: {"text": self._topline[b.name][2], "speech": b.systems["speech_model"].shots_mean}
+                           for b in results.benchmarks}}
         self.points = [p for p in self.points if p["step"] != point["step"]] + [point]
         if trainer.is_global_zero:
             write_report(results, self._dir(trainer) / "run_report" / f"step_{trainer.global_step}")

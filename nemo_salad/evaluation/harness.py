@@ -1,9 +1,28 @@
-"""The evaluation run: every system scores the same items with the same few-shot prompts.
+"""The evaluation run: every system scores the same items, each with as many few-shot examples as fit its own context.
 
 For each benchmark: draw the shot candidates, voice the spoken texts once (when a system needs audio), then in
-chunks of items: render the spoken segments per system, choose per item the number of shots that fits the
-context budget in *every* system (speech frames count as tokens; so all systems see the same shots), and score
-all options with :func:`~nemo_salad.evaluation.scoring.score_shared_context`.
+chunks of items: render the spoken segments per system, choose per item and per system the number of shots
+(speech frames count as tokens), and score all options with
+:func:`~nemo_salad.evaluation.scoring.score_shared_context`.
+
+Shots (``ScoringSettings.shots``):
+
+* ``None`` (the paper: "as many examples as possible (up to 5) until the 2048-token (audio) context window is
+  filled"): each system takes the largest ``k <= max_shots`` whose prompt fits ``max_tokens`` in *that system*,
+  so a system's prompts — and the text topline's accuracy, the base of every gap — do not depend on which other
+  systems are evaluated beside it. A speech system with long audio then sees fewer shots than the topline.
+* an int ``k``: exactly ``k`` shots in every system (the same prompt everywhere). An item whose ``k``-shot
+  prompt exceeds ``max_tokens`` in any system is left out of every system and counted as
+  ``skipped["too_long_for_shots"]``; one whose group has fewer than ``k`` shot candidates as
+  ``skipped["too_few_shots"]`` (both logged).
+
+Every system scores the same items (the gap compares them item by item): an item whose zero-shot prompt does
+not fit in some system is left out of all (``skipped["too_long"]``, logged with the system), as is an item whose
+speech synthesis failed (``skipped["no_speech"]``). These counted skips, and shot candidates whose synthesis failed
+(logged), are the only ways the other systems can change the topline's result. The shots of every system are the
+same seeded candidates in the same order; a system using ``k`` shots uses the first ``k``: per item,
+``systems[name]["n_shots"]`` is the count of system ``name`` and ``shot_ids[:k]`` its shots (``n_shots`` of the item
+is the fewest of any system).
 """
 
 from __future__ import annotations
@@ -45,7 +64,11 @@ class ScoringSettings:
     Args:
         max_tokens (int): context budget: preamble + shots + query + longest option, speech frames counted as
             tokens (the paper's 2048). Default: 2048.
-        max_shots (int): at most this many few-shot examples. Default: 5.
+        max_shots (int): at most this many few-shot examples per system (when ``shots`` is None). Default: 5.
+        shots (int | None): None: each system takes as many shots as fit its own context, up to ``max_shots``;
+            an int: exactly that many in every system (``max_shots`` is then not used), an item whose prompt
+            does not fit at that count in some system is skipped in all (see the module docstring).
+            Default: None.
         shots_modality (str): "speech" (the shots' questions are spoken too) or "text". Default: "speech".
         primary (str): the metric of the tables and gaps: "sum", "per_token" or "per_char" (acc_norm).
             Default: "per_char".
@@ -58,6 +81,7 @@ class ScoringSettings:
 
     max_tokens: int = 2048
     max_shots: int = 5
+    shots: int | None = None
     shots_modality: str = "speech"
     primary: str = "per_char"
     batch_tokens: int | None = None
@@ -71,6 +95,19 @@ class ScoringSettings:
             raise ValueError(f"primary={self.primary!r}; expected one of {METRICS}")
         if self.max_shots < 0 or self.max_tokens < 1:
             raise ValueError(f"need max_shots >= 0 and max_tokens >= 1, got {self.max_shots}, {self.max_tokens}")
+        if self.shots is not None and (isinstance(self.shots, bool) or not isinstance(self.shots, int)
+                                       or self.shots < 0):
+            raise ValueError(f"shots={self.shots!r}; expected null (as many as fit per system, up to max_shots) "
+                             "or an integer >= 0 (exactly that many in every system)")
+
+    @property
+    def shot_limit(self) -> int:
+        """Most shots any prompt can hold: ``shots`` when fixed, else ``max_shots``.
+
+        >>> ScoringSettings(max_shots=5).shot_limit, ScoringSettings(max_shots=5, shots=2).shot_limit
+        (5, 2)
+        """
+        return self.max_shots if self.shots is None else self.shots
 
 
 class _Renderer:
@@ -141,7 +178,12 @@ def _voice(bench: Benchmark, items: list[MCItem], candidates: dict[str, list[MCI
         log.warning("%s: %d items have no speech (synthesis failed) and are left out of every system",
                     bench.name, len(items) - len(keep))
     if spoken_shots:
-        candidates = {g: [s for s in c if all(t in cuts for t in s.spoken_texts)] for g, c in candidates.items()}
+        voiced = {g: [s for s in c if all(t in cuts for t in s.spoken_texts)] for g, c in candidates.items()}
+        dropped = sum(len(c) for c in candidates.values()) - sum(len(c) for c in voiced.values())
+        if dropped:
+            log.warning("%s: %d shot candidates have no speech and are left out of every system's shots",
+                        bench.name, dropped)
+        candidates = voiced
     return keep, candidates, cuts
 
 
@@ -165,13 +207,15 @@ def evaluate_benchmark(bench: Benchmark, systems: Sequence[Any], settings: Scori
     >>> res = evaluate_benchmark(load_benchmark("copa", n_items=20), [TextSystem(llm, tokenizer)])  # doctest: +SKIP
     >>> res.systems["text_llm"].acc_per_char, res.items[0]["systems"]["text_llm"]["pred"]  # doctest: +SKIP
     (0.65, {'sum': 1, 'per_token': 1, 'per_char': 1})
+    >>> res.items[0]["systems"]["text_llm"]["n_shots"], res.systems["text_llm"].shots_mean  # doctest: +SKIP
+    (5, 4.9)
     """
     settings = settings or ScoringSettings()
     names = [s.name for s in systems]
     if len(set(names)) != len(names):
         raise ValueError(f"system names must be unique, got {names}")
     spoken_shots = settings.shots_modality == "speech"
-    candidates = choose_shot_candidates(bench.shot_pool, settings.max_shots, settings.seed)
+    candidates = choose_shot_candidates(bench.shot_pool, settings.shot_limit, settings.seed)
     skipped, items, cuts = dict(bench.skipped), list(bench.items), {}
     if any(s.needs_audio for s in systems):
         if speech is None:
@@ -182,27 +226,32 @@ def evaluate_benchmark(bench: Benchmark, systems: Sequence[Any], settings: Scori
     for r in renderers:
         r.prepare(shot_texts, cuts)
     records: list[dict[str, Any]] = []
+    left_out: dict[tuple[str, str], int] = {}  # (skip reason, system) -> items
     for start in range(0, len(items), settings.chunk_items):
         chunk = items[start:start + settings.chunk_items]
         texts = {t for it in chunk for t in it.spoken_texts} - shot_texts
         for r in renderers:
             r.prepare(texts, cuts)
-        plans = []
+        plans: list[tuple[MCItem, list[MCItem], list[int]]] = []
         for it in chunk:
-            shots, ks = shots_for(it, candidates, settings.max_shots), []
-            for r in renderers:
-                base = r.length(prompt_segments(it, [])) + max(len(o) for o in r.option_ids(it))
-                lens = [r.length([(seg, True) for seg in shot_segments(s)]) for s in shots]
-                ks.append(fit_shots(lens, base, settings.max_tokens))
-            if any(k is None for k in ks):
-                skipped["too_long"] = skipped.get("too_long", 0) + 1
+            shots = shots_for(it, candidates, settings.shot_limit)
+            ks = _shot_counts(it, shots, renderers, settings)
+            if isinstance(ks, tuple):
+                skipped[ks[0]] = skipped.get(ks[0], 0) + 1
+                left_out[ks] = left_out.get(ks, 0) + 1
                 continue
-            plans.append((it, shots[:min(ks)]))  # type: ignore[type-var]
-        chunk_records = [_item_record(it, shots) for it, shots in plans]
-        for r in renderers:
-            _score_system(r, plans, chunk_records, settings)
+            plans.append((it, shots, ks))
+        chunk_records = [_item_record(it, shots, ks) for it, shots, ks in plans]
+        for j, r in enumerate(renderers):
+            _score_system(r, [(it, shots[:ks[j]]) for it, shots, ks in plans], chunk_records, settings)
             r.forget(texts)
         records.extend(chunk_records)
+    for (reason, name), n in sorted(left_out.items()):
+        log.warning("%s: %d items left out of every system: %s", bench.name, n,
+                    {"too_long": f"the zero-shot prompt exceeds max_tokens={settings.max_tokens} in {name}",
+                     "too_long_for_shots": f"the {settings.shots}-shot prompt exceeds max_tokens="
+                                           f"{settings.max_tokens} in {name}",
+                     "too_few_shots": f"fewer than shots={settings.shots} shot candidates"}[reason])
     if not records:
         raise ValueError(f"benchmark {bench.name!r} ({bench.source}): no item left to score; skipped: {skipped}")
     return BenchmarkResult(bench.name, bench.title, bench.split, bench.source, bench.shot_source, bench.n_rows,
@@ -210,8 +259,29 @@ def evaluate_benchmark(bench: Benchmark, systems: Sequence[Any], settings: Scori
                            {r.system.name: _summary(r, records, settings) for r in renderers}, records)
 
 
-def _item_record(item: MCItem, shots: Sequence[MCItem]) -> dict[str, Any]:
-    return {"id": item.id, "gold": item.gold, "n_shots": len(shots), "shot_ids": [s.id for s in shots],
+def _shot_counts(item: MCItem, shots: Sequence[MCItem], renderers: Sequence[_Renderer],
+                 settings: ScoringSettings) -> list[int] | tuple[str, str]:
+    """Shots per system for ``item``, each within that system's own budget; or ``(reason, system)`` to leave
+    the item out of every system (reason: a ``skipped`` key)."""
+    if settings.shots is not None and len(shots) < settings.shots:
+        return "too_few_shots", "any system"
+    ks = []
+    for r in renderers:
+        base = r.length(prompt_segments(item, [])) + max(len(o) for o in r.option_ids(item))
+        lens = [r.length([(seg, True) for seg in shot_segments(s)]) for s in shots]
+        k = fit_shots(lens, base, settings.max_tokens)
+        if k is None:
+            return "too_long", r.system.name
+        ks.append(k)
+    if settings.shots is not None and min(ks) < settings.shots:
+        return "too_long_for_shots", renderers[ks.index(min(ks))].system.name
+    return ks
+
+
+def _item_record(item: MCItem, shots: Sequence[MCItem], ks: Sequence[int]) -> dict[str, Any]:
+    """The item's record; ``shot_ids`` are its shot candidates in order (a system with ``k`` shots used the first
+    ``k``, its count is ``systems[name]["n_shots"]``); ``n_shots`` is the fewest shots of any system."""
+    return {"id": item.id, "gold": item.gold, "n_shots": min(ks), "shot_ids": [s.id for s in shots[:max(ks)]],
             "spoken": list(item.spoken_texts), "options": list(item.options), "systems": {}}
 
 
@@ -224,7 +294,7 @@ def _score_system(r: _Renderer, plans: list[tuple[MCItem, list[MCItem]]], record
         ctx = r.context(prompt_segments(it, shots))
         if ctx.shape[0] == 0:
             records[n]["systems"][r.system.name] = {"pred": {m: -1 for m in METRICS}, "correct": False,
-                                                    "empty_context": True}
+                                                    "empty_context": True, "n_shots": len(shots)}
             continue
         reqs.append(ScoreRequest(ctx, r.option_ids(it)))
         where.append(n)
@@ -237,10 +307,10 @@ def _score_system(r: _Renderer, plans: list[tuple[MCItem, list[MCItem]]], record
     finally:
         llm.train(was_training)
     for n, req, lp in zip(where, reqs, sums, strict=True):
-        it = plans[n][0]
+        it, shots = plans[n]
         scores = normalised_scores(lp, it.options, req.options)
         entry: dict[str, Any] = {"scores": {m: [s.get(m) for s in scores] for m in METRICS},
-                                 "n_tokens": [s.n_tokens for s in scores]}
+                                 "n_tokens": [s.n_tokens for s in scores], "n_shots": len(shots)}
         entry["pred"] = {m: max(range(len(scores)), key=lambda j, m=m: scores[j].get(m)) for m in METRICS}
         entry["correct"] = entry["pred"][settings.primary] == it.gold
         transcripts = getattr(r.system, "transcripts", None)
@@ -254,8 +324,10 @@ def _summary(r: _Renderer, records: list[dict[str, Any]], settings: ScoringSetti
     name, golds = r.system.name, [rec["gold"] for rec in records]
     acc = {m: accuracy([rec["systems"][name]["pred"][m] for rec in records], golds) for m in METRICS}
     empty = sum(1 for rec in records if rec["systems"][name].get("empty_context"))
+    shots = [rec["systems"][name]["n_shots"] for rec in records]
     return SystemScores(name, r.system.role, len(records), acc["sum"], acc["per_token"], acc["per_char"],
-                        acc[settings.primary], r.seconds, len(records) / max(r.seconds, 1e-9), empty)
+                        acc[settings.primary], r.seconds, len(records) / max(r.seconds, 1e-9), empty,
+                        sum(shots) / len(shots), min(shots), max(shots))
 
 
 def evaluate(benchmarks: Sequence[Benchmark], systems: Sequence[Any], settings: ScoringSettings | None = None,
@@ -268,6 +340,7 @@ def evaluate(benchmarks: Sequence[Benchmark], systems: Sequence[Any], settings: 
     results = []
     for bench in benchmarks:
         results.append(evaluate_benchmark(bench, systems, settings, speech))
-        log.info("%s: %s", bench.name, {n: round(s.primary, 4) for n, s in results[-1].systems.items()})
+        log.info("%s: %s", bench.name, {n: f"{s.primary:.4f} ({s.shots_mean:.2f} shots/item)"
+                                         for n, s in results[-1].systems.items()})
     meta = [{"name": s.name, "role": s.role, "label": ROLE_LABELS.get(s.role, s.role)} for s in systems]
     return EvalResults(results, meta, asdict(settings))

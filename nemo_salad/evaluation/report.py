@@ -2,7 +2,8 @@
 
 Table layout: one row per system, one column per benchmark holding ``accuracy / gap`` in percent (gap = text
 topline accuracy minus the system's accuracy on the primary metric), plus the average gap; the topline row
-shows its accuracy only.
+shows its accuracy only. A second table gives the few-shot examples per item of each system and benchmark
+(``mean (min–max)``, or the count when it is the same for every item), a third the items scored and skipped.
 """
 
 from __future__ import annotations
@@ -19,6 +20,14 @@ _METRIC_NAMES = {"sum": "acc (unnormalised)", "per_token": "acc per token", "per
 
 def _pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.1f}"
+
+
+def _shots_rule(settings: dict) -> str:
+    """How the shot counts were chosen, in words."""
+    if settings.get("shots") is not None:
+        return f"exactly {settings['shots']} in every system"
+    return (f"each system as many as fit its own {settings.get('max_tokens', '?')}-token context (speech frames "
+            f"count as tokens), up to {settings.get('max_shots', '?')}")
 
 
 def markdown_table(results: EvalResults) -> str:
@@ -47,6 +56,11 @@ def markdown_table(results: EvalResults) -> str:
             cells.append(_pct(acc) if sys["name"] == top else f"{_pct(acc)} / {_pct(results.gap(b.name, sys['name']))}")
         avg = "–" if sys["name"] == top else _pct(results.average_gap(sys["name"]))
         lines.append(f"| {sys.get('label', sys['name'])} | " + " | ".join(cells) + f" | {avg} |")
+    lines += ["", f"Few-shot examples per item, mean (min–max): {_shots_rule(results.settings)}.", "",
+              "| System | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+    for sys in results.systems:
+        cells = [b.systems[sys["name"]].shots_range for b in results.benchmarks]
+        lines.append(f"| {sys.get('label', sys['name'])} | " + " | ".join(cells) + " |")
     lines += ["", "| Benchmark | items scored | skipped (reason: count) | chance | source |", "|---|---|---|---|---|"]
     for b in results.benchmarks:
         skipped = ", ".join(f"{k}: {v}" for k, v in sorted(b.skipped.items())) or "none"

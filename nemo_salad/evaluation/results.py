@@ -35,6 +35,11 @@ class SystemScores:
         n (int): scored items. seconds (float): wall time of this system (speech encoding / ASR + scoring).
         items_per_s (float): ``n / seconds``. empty_context (int): items with no context left (e.g. an empty
             transcript), counted wrong.
+        shots_mean, shots_min, shots_max (float, int, int): few-shot examples per item in this system's prompts
+            (each system fits its own; equal for all when ``ScoringSettings.shots`` fixes the count).
+
+    >>> SystemScores("text_llm", "topline", 4, .5, .5, .5, .5, 1.0, 4.0, 0, 2.5, 1, 5).shots_range
+    '2.5 (1–5)'
     """
 
     name: str
@@ -47,9 +52,19 @@ class SystemScores:
     seconds: float
     items_per_s: float
     empty_context: int = 0
+    shots_mean: float = 0.0
+    shots_min: int = 0
+    shots_max: int = 0
 
     def metric(self, metric: str) -> float:
         return getattr(self, _ACC_KEY[metric])
+
+    @property
+    def shots_range(self) -> str:
+        """Shots per item as ``"mean (min–max)"``, or just the count when every item had the same."""
+        if self.shots_min == self.shots_max:
+            return str(self.shots_min)
+        return f"{self.shots_mean:.1f} ({self.shots_min}–{self.shots_max})"
 
 
 @dataclass

@@ -234,6 +234,7 @@ def _check_report(c: _Checker, report: Mapping[str, Any], teacher_mode: Any) -> 
     c.number(report, "seed", p, 0, integer=True)
     scoring = report.get("scoring") if isinstance(report, Mapping) else None
     c.number(scoring, "max_shots", p + "scoring.", 0, integer=True)
+    c.number(scoring, "shots", p + "scoring.", 0, integer=True, nullable=True)
     c.number(scoring, "max_tokens", p + "scoring.", 1, integer=True)
     c.choice(scoring, "shots_modality", p + "scoring.", ("speech", "text"))
     c.choice(scoring, "primary", p + "scoring.", ("sum", "per_token", "per_char"))

@@ -34,6 +34,7 @@ def test_shipped_yaml_matches_the_schema_and_builds():
     assert isinstance(cfg, EvalConfig)
     assert all(name in BENCHMARKS for name in cfg.benchmarks)
     assert cfg.scoring.max_tokens == 2048 and cfg.scoring.max_shots == 5 and cfg.scoring.primary == "per_char"
+    assert cfg.scoring.shots is None  # the paper: each system as many shots as fit its own context, up to 5
     assert cfg.asr == {"name": "whisper"} and cfg.tts == {"name": "piper"}
     assert build_speech_model(cfg.speech_model, None, None) is None
     from nemo_salad.evaluation.asr import CutTranscriber, build_transcriber
@@ -53,6 +54,11 @@ def test_unknown_keys_and_bad_values_are_rejected():
         load_config({"scoring": {"shots_modality": "audio"}})
     with pytest.raises(ValidationError):
         load_config({"n_items": "many"})
+    assert load_config({"scoring": {"shots": 3}}).scoring.shots == 3
+    with pytest.raises(ValueError, match="shots=-1"):
+        load_config({"scoring": {"shots": -1}})
+    with pytest.raises(ValidationError):
+        load_config({"scoring": {"shots": "all"}})
 
 
 def _overrides(tiny_hf_dir, out) -> list[str]:

@@ -1,5 +1,6 @@
 """The harness end to end on a tiny LLM: identity speech == text exactly, reference cascade == text exactly,
-prompts and scores against an independent string-built re-computation, the context budget, and bad input."""
+prompts and scores against an independent string-built re-computation, the context budget of each system (the
+topline unaffected by the other systems), a fixed shot count, and bad input."""
 
 from __future__ import annotations
 
@@ -45,6 +46,7 @@ def _assert_same_scores(bench_result, a: str, b: str):
     for rec in bench_result.items:
         assert rec["systems"][a]["scores"] == rec["systems"][b]["scores"], rec["id"]
         assert rec["systems"][a]["pred"] == rec["systems"][b]["pred"]
+        assert rec["systems"][a]["n_shots"] == rec["systems"][b]["n_shots"]
     sa, sb = bench_result.systems[a], bench_result.systems[b]
     assert (sa.acc, sa.acc_per_token, sa.acc_per_char) == (sb.acc, sb.acc_per_token, sb.acc_per_char)
 
@@ -149,41 +151,135 @@ def test_fewshot_prompts_and_context_budget_match_an_independent_recomputation(t
     n_shots = set()
     for rec in res.items:
         query, options, gold = _arc_strings(raw[rec["id"]])
-        shots = [_arc_strings(raw[s]) for s in rec["shot_ids"]]
+        k = rec["systems"]["text_llm"]["n_shots"]
+        shots = [_arc_strings(raw[s]) for s in rec["shot_ids"][:k]]
         shot_texts = [q + opts[g] + "\n\n" for q, opts, g in shots]
         assert rec["gold"] == gold and rec["id"] not in rec["shot_ids"]
         base = len(query.encode()) + max(len(o.encode()) for o in options)
         used = base + sum(len(s.encode()) for s in shot_texts)
         assert used <= max_tokens
         cands = [s.id for s in shots_for(items[rec["id"]], candidates, 5)]
-        assert rec["shot_ids"] == cands[:rec["n_shots"]]
-        if rec["n_shots"] < len(cands):  # the next candidate shot would not have fitted
-            q, opts, g = _arc_strings(raw[cands[rec["n_shots"]]])
+        assert rec["shot_ids"] == cands[:k] and rec["n_shots"] == k
+        if k < len(cands):  # the next candidate shot would not have fitted
+            q, opts, g = _arc_strings(raw[cands[k]])
             assert used + len((q + opts[g] + "\n\n").encode()) > max_tokens
         _check_record(tiny_llm, byte_tok, rec, "".join(shot_texts) + query, options)
-        n_shots.add(rec["n_shots"])
+        n_shots.add(k)
     assert len(n_shots) > 1 and max(n_shots) > 0  # the budget bound differently for different items
 
 
-def test_speech_frames_count_in_the_budget_and_all_systems_share_the_shots(tiny_llm, byte_tok):
-    """A speech path 3x longer than its text fits fewer shots; every system then uses that smaller count."""
+class _Slow(IdentitySpeechEncoder):
+    """Identity speech, every token embedding repeated 3 times: a spoken segment takes 3x its text length."""
 
-    class Slow(IdentitySpeechEncoder):
-        def encode_cuts(self, cuts):
-            return [e.repeat_interleave(3, dim=0) for e in super().encode_cuts(cuts)]
+    def encode_cuts(self, cuts):
+        return [e.repeat_interleave(3, dim=0) for e in super().encode_cuts(cuts)]
 
+
+def _length(segments, spoken_factor: int) -> int:
+    """Positions of ``segments`` for the byte tokenizer (1 token per byte), spoken text ``" " + text`` taking
+    ``spoken_factor`` positions per byte."""
+    return sum(spoken_factor * len((" " + seg.text.strip()).encode()) if seg.spoken else len(seg.text.encode())
+               for seg in segments)
+
+
+def _budget_shots(item, cands, max_tokens: int, spoken_factor: int) -> int | None:
+    """Largest ``k`` with ``query + longest option + k shots <= max_tokens`` (ARC: no preamble), from strings."""
+    used = _length(item.query, spoken_factor) + max(len(o.encode()) for o in item.options)
+    if used > max_tokens:
+        return None
+    k = 0
+    for shot in cands:
+        used += _length(shot.query, spoken_factor) + len((shot.options[shot.gold] + "\n\n").encode())
+        if used > max_tokens:
+            break
+        k += 1
+    return k
+
+
+def _per_item(res, system: str, key: str) -> dict:
+    return {r["id"]: r["systems"][system][key] for r in res.items}
+
+
+def test_each_system_fits_its_own_shots_and_the_topline_does_not_depend_on_the_others(tiny_llm, byte_tok):
+    """A speech path 3x longer than its text fits fewer shots: the speech model gets fewer, while the topline's
+    prompts, shot counts, scores and accuracy are the same as when it is evaluated alone."""
+    bench = load_benchmark("arc_easy", n_items=10, seed=0)
+    settings = ScoringSettings(max_tokens=450)
+    alone = evaluate_benchmark(bench, [TextSystem(tiny_llm, byte_tok)], settings)
+    together = evaluate_benchmark(bench, [TextSystem(tiny_llm, byte_tok), SpeechSystem(_Slow(tiny_llm, byte_tok)),
+                                          CascadeSystem(tiny_llm, byte_tok, ReferenceTranscriber())],
+                                  settings, TranscriptOnlySpeech())
+    assert [r["id"] for r in together.items] == [r["id"] for r in alone.items] and together.n_items == 10
+    for key in ("scores", "pred", "correct"):
+        assert _per_item(together, "text_llm", key) == _per_item(alone, "text_llm", key), key
+    a, b = alone.systems["text_llm"], together.systems["text_llm"]
+    assert (a.acc, a.acc_per_token, a.acc_per_char) == (b.acc, b.acc_per_token, b.acc_per_char)
+    k_text, k_speech = _per_item(alone, "text_llm", "n_shots"), _per_item(together, "speech_model", "n_shots")
+    assert _per_item(together, "text_llm", "n_shots") == k_text
+    assert _per_item(together, "cascade", "n_shots") == k_text  # the reference transcript is the text
+    assert (b.shots_mean, b.shots_min, b.shots_max) == (a.shots_mean, a.shots_min, a.shots_max)
+    # each count is the largest that fits that system's own budget, recomputed from the strings
+    candidates, items = choose_shot_candidates(bench.shot_pool, 5), {i.id: i for i in bench.items}
+    for rec in together.items:
+        cands = shots_for(items[rec["id"]], candidates, 5)
+        assert k_text[rec["id"]] == _budget_shots(items[rec["id"]], cands, 450, 1)
+        assert k_speech[rec["id"]] == _budget_shots(items[rec["id"]], cands, 450, 3)
+        assert rec["shot_ids"] == [s.id for s in cands[:max(k_text[rec["id"]], k_speech[rec["id"]])]]
+    assert all(k_speech[i] < k_text[i] for i in k_text) and len(set(k_text.values())) > 1
+    speech = together.systems["speech_model"]
+    assert speech.shots_mean == sum(k_speech.values()) / 10 and speech.shots_min == min(k_speech.values())
+    # the speech model's counts do not depend on the topline either
+    speech_alone = evaluate_benchmark(bench, [SpeechSystem(_Slow(tiny_llm, byte_tok))], settings,
+                                      TranscriptOnlySpeech())
+    assert _per_item(speech_alone, "speech_model", "n_shots") == k_speech
+    assert _per_item(speech_alone, "speech_model", "scores") == _per_item(together, "speech_model", "scores")
+    with_text_shots = evaluate_benchmark(bench, [SpeechSystem(_Slow(tiny_llm, byte_tok))],
+                                         ScoringSettings(max_tokens=450, shots_modality="text"), TranscriptOnlySpeech())
+    assert sum(_per_item(with_text_shots, "speech_model", "n_shots").values()) > sum(k_speech.values())
+
+
+def test_an_item_too_long_for_one_system_is_left_out_of_all_and_the_rest_keep_their_prompts(tiny_llm, byte_tok):
+    """Every system scores the same items: one whose zero-shot spoken prompt exceeds the budget is skipped in
+    the topline too (counted); the topline's remaining items keep their own shots and scores."""
     bench = load_benchmark("arc_easy", n_items=10, seed=2)
     settings = ScoringSettings(max_tokens=500)
-    text_only = evaluate_benchmark(bench, [TextSystem(tiny_llm, byte_tok)], settings)
-    both = evaluate_benchmark(bench, [TextSystem(tiny_llm, byte_tok), SpeechSystem(Slow(tiny_llm, byte_tok))],
-                              settings, TranscriptOnlySpeech())
-    k_text = {r["id"]: r["n_shots"] for r in text_only.items}
-    k_both = {r["id"]: r["n_shots"] for r in both.items}
-    assert all(k_both[i] <= k_text[i] for i in k_both) and sum(k_both.values()) < sum(k_text.values())
-    with_text_shots = evaluate_benchmark(bench, [TextSystem(tiny_llm, byte_tok),
-                                                 SpeechSystem(Slow(tiny_llm, byte_tok))],
-                                         ScoringSettings(max_tokens=500, shots_modality="text"), TranscriptOnlySpeech())
-    assert sum(r["n_shots"] for r in with_text_shots.items) > sum(k_both.values())  # text shots are shorter
+    alone = evaluate_benchmark(bench, [TextSystem(tiny_llm, byte_tok)], settings)
+    together = evaluate_benchmark(bench, [TextSystem(tiny_llm, byte_tok), SpeechSystem(_Slow(tiny_llm, byte_tok))],
+                                  settings, TranscriptOnlySpeech())
+    candidates = choose_shot_candidates(bench.shot_pool, 5)
+    fits = [i.id for i in bench.items if _budget_shots(i, shots_for(i, candidates, 5), 500, 3) is not None]
+    assert [r["id"] for r in together.items] == fits and together.skipped["too_long"] == 10 - len(fits) > 0
+    assert alone.n_items == 10 and "too_long" not in alone.skipped
+    for key in ("scores", "n_shots"):
+        kept = _per_item(alone, "text_llm", key)
+        assert _per_item(together, "text_llm", key) == {i: kept[i] for i in fits}
+
+
+def test_a_fixed_shot_count_gives_every_system_the_same_prompts(tiny_llm, byte_tok):
+    """``shots=k``: exactly k shots in every system; an item whose k-shot prompt is too long for the speech path
+    is left out of every system and counted; the scores equal those of a free run where the topline also had k."""
+    bench = load_benchmark("arc_easy", n_items=10, seed=0)
+    systems = [TextSystem(tiny_llm, byte_tok), SpeechSystem(_Slow(tiny_llm, byte_tok))]
+    k = 1
+    fixed = evaluate_benchmark(bench, systems, ScoringSettings(max_tokens=450, shots=k), TranscriptOnlySpeech())
+    candidates, items = choose_shot_candidates(bench.shot_pool, 5), {i.id: i for i in bench.items}
+    fit = {i.id: _budget_shots(i, shots_for(i, candidates, 5), 450, 3) for i in bench.items}
+    assert [r["id"] for r in fixed.items] == [i for i in fit if fit[i] >= k]
+    assert fixed.skipped == {"too_long_for_shots": sum(1 for v in fit.values() if v < k)} and fixed.skipped[
+        "too_long_for_shots"] > 0
+    for rec in fixed.items:
+        assert rec["shot_ids"] == [s.id for s in shots_for(items[rec["id"]], candidates, 5)[:k]]
+        assert {e["n_shots"] for e in rec["systems"].values()} == {k} and rec["n_shots"] == k
+    for s in fixed.systems.values():
+        assert (s.shots_mean, s.shots_min, s.shots_max) == (k, k, k)
+    free = evaluate_benchmark(bench, [TextSystem(tiny_llm, byte_tok)], ScoringSettings(max_tokens=450, max_shots=k))
+    free_scores, free_k = _per_item(free, "text_llm", "scores"), _per_item(free, "text_llm", "n_shots")
+    assert all(free_k[r["id"]] == k and r["systems"]["text_llm"]["scores"] == free_scores[r["id"]]
+               for r in fixed.items)
+    zero = evaluate_benchmark(bench, systems, ScoringSettings(max_tokens=450, shots=0), TranscriptOnlySpeech())
+    assert zero.n_items == 10 and {r["n_shots"] for r in zero.items} == {0}
+    with pytest.raises(ValueError, match="too_few_shots': 6"):  # MMLU has 5 dev shots per subject
+        evaluate_benchmark(load_benchmark("mmlu", n_items=6), systems[:1], ScoringSettings(shots=6))
 
 
 def test_items_too_long_for_the_budget_are_skipped_and_counted(tiny_llm, byte_tok):
@@ -209,5 +305,8 @@ def test_audio_systems_need_a_speech_source(tiny_llm, byte_tok):
 def test_settings_are_validated():
     with pytest.raises(ValueError, match="shots_modality"):
         ScoringSettings(shots_modality="audio")
+    for bad in (-1, True, "3", 2.0):
+        with pytest.raises(ValueError, match="shots="):
+            ScoringSettings(shots=bad)
     with pytest.raises(ValueError, match="primary"):
         ScoringSettings(primary="acc_norm")

@@ -79,3 +79,36 @@ def test_png_is_written(run, tmp_path):
     path = write_report(run, tmp_path)["png"]
     with Image.open(path) as im:
         assert im.size[0] > 300 and im.size[1] > 200
+
+
+def test_shots_per_system_and_benchmark_are_reported(tiny_llm, byte_tok, tmp_path):
+    """A speech path 3x longer than its text fits fewer shots: results.md and results.json give each system's
+    own shots per item (mean, min, max) per benchmark, recomputed here from the per-item records."""
+
+    class Slow(IdentitySpeechEncoder):
+        def encode_cuts(self, cuts):
+            return [e.repeat_interleave(3, dim=0) for e in super().encode_cuts(cuts)]
+
+    benches = [load_benchmark("arc_easy", n_items=10, seed=0), load_benchmark("copa", n_items=8)]
+    systems = [TextSystem(tiny_llm, byte_tok), SpeechSystem(Slow(tiny_llm, byte_tok))]
+    res = evaluate(benches, systems, ScoringSettings(max_tokens=450, max_shots=3), TranscriptOnlySpeech())
+    paths = write_report(res, tmp_path)
+    lines = paths["md"].read_text().splitlines()
+    head = lines.index("Few-shot examples per item, mean (min–max): each system as many as fit its own 450-token "
+                       "context (speech frames count as tokens), up to 3.")
+    assert lines[head + 2] == "| System | ARC-E | COPA |"
+    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ")[1:] for line in lines[head + 4:head + 6]}
+    data = json.loads(paths["json"].read_text())
+    for label, name in (("Text LLM on text (topline)", "text_llm"), ("Speech model on speech", "speech_model")):
+        for cell, b in zip(rows[label], res.benchmarks, strict=True):
+            ks = [r["systems"][name]["n_shots"] for r in b.items]
+            mean = sum(ks) / len(ks)
+            assert cell.rstrip(" |") == (str(ks[0]) if min(ks) == max(ks) else f"{mean:.1f} ({min(ks)}–{max(ks)})")
+            entry = data["benchmarks"][b.name]["systems"][name]
+            assert (entry["shots_mean"], entry["shots_min"], entry["shots_max"]) == (mean, min(ks), max(ks))
+    arc = res.benchmark("arc_easy").systems
+    assert arc["speech_model"].shots_mean < arc["text_llm"].shots_mean  # the rows really differ
+    fixed = evaluate(benches[1:], systems, ScoringSettings(max_tokens=450, shots=1), TranscriptOnlySpeech())
+    md = markdown_table(fixed)
+    assert "Few-shot examples per item, mean (min–max): exactly 1 in every system." in md
+    assert "| Speech model on speech | 1 |" in md

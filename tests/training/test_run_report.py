@@ -81,7 +81,12 @@ def test_report_at_start_validation_and_end_matches_direct_scoring(tone_corpus, 
 
     table = (tmp_path / "report" / "run_report.md").read_text().splitlines()
     assert table[0].startswith("| point | step | min | F | M | COPA text | COPA speech | COPA gap | ARC-E text")
-    assert [line.split("|")[1].strip() for line in table[2:]] == ["start", "validation", "end"]
+    rows = [line for line in table[2:] if line.startswith("|")]
+    assert [line.split("|")[1].strip() for line in rows] == ["start", "validation", "end"]
+    shots = {b: points[-1]["shots"][b] for b in ("copa", "arc_easy")}  # each system's own few-shot count
+    assert table[-1] == ("Few-shot examples per item (mean, last point): " + "; ".join(
+        f"{t} text {shots[b]['text']:.2f}, speech {shots[b]['speech']:.2f}" for t, b in (("COPA", "copa"),
+                                                                                           ("ARC-E", "arc_easy"))))
     assert (tmp_path / "report" / "run_report.png").stat().st_size > 10_000
 
 
