@@ -21,7 +21,7 @@ range checks still see (and report) each value as it was written, e.g. ``data.ba
 Layout::
 
     TrainingConfig
-      name, seed, threads, report_gap_at_start, init_from
+      name, seed, threads, report_gap_at_start, init_from, init_optimizer
       model: ModelConfig       llm, encoder, adapter, tokenizer (free-form); teacher: TeacherConfig;
                                loss: LossConfig; optim: OptimConfig
       data: DataConfig         demo: DemoConfig | None; sources: [SourceConfig]; validation: ValidationConfig | None;
@@ -90,7 +90,10 @@ class TrainingConfig:
     seed: int = 0
     threads: int | None = None  # torch CPU threads; null: torch's default
     report_gap_at_start: bool = True  # held-out loss, F and M before the first step
-    init_from: str | None = None  # weights of another run (.ckpt or .nemo)
+    init_from: str | None = None  # weights of another run (.ckpt, .nemo or a megatron checkpoint folder)
+    # with init_from: also continue its optimizer state (AdamW moments and step counts; Stage II of the paper), with
+    # this run's schedule, step count and data. False: weights only, with fresh moments (the only choice for a .nemo)
+    init_optimizer: bool = True
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     trainer: dict[str, Any] = field(default_factory=dict)  # pl.Trainer keyword arguments

@@ -2,7 +2,9 @@
 
 Everything the config instantiates is checked against the ``_target_`` allowlist first. NeMo's ``exp_manager``
 provides checkpointing (``last.ckpt`` every ``every_n_train_steps``), TensorBoard logs, resuming from the last
-checkpoint of the same experiment directory, and the ``.nemo`` export at the end.
+checkpoint of the same experiment directory, and the ``.nemo`` export at the end. ``init_from`` starts a new run
+from another run's weights and, with ``init_optimizer: true`` (Stage II from Stage I's pre-decay checkpoint), its
+optimizer state, under this run's schedule, step count and data (:func:`init_optimizer_callback`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,14 @@ from nemo.utils import logging
 from nemo.utils.exp_manager import exp_manager
 from omegaconf import DictConfig, OmegaConf
 
-from nemo_salad.callbacks import ActiveSelectionCallback, ExactResume, GapReport, PreDecayCheckpoint, RunReport
+from nemo_salad.callbacks import (
+    ActiveSelectionCallback,
+    ExactResume,
+    GapReport,
+    InitOptimizerState,
+    PreDecayCheckpoint,
+    RunReport,
+)
 from nemo_salad.checkpoint.checkpoint_io import SafeCheckpointIO
 from nemo_salad.data.datamodule import SaladDataModule
 from nemo_salad.models.salad import SaladModel
@@ -26,7 +35,7 @@ from nemo_salad.recipes.budget import token_budget
 from nemo_salad.recipes.schema import ActiveSelectionConfig, typed_section, typed_training_config
 from nemo_salad.recipes.validate import validate_training_config
 
-__all__ = ["build", "ddp_strategy", "train"]
+__all__ = ["build", "ddp_strategy", "init_optimizer_callback", "train"]
 
 
 def build(cfg: DictConfig) -> tuple[pl.Trainer, SaladModel, SaladDataModule]:
@@ -77,6 +86,9 @@ def build(cfg: DictConfig) -> tuple[pl.Trainer, SaladModel, SaladDataModule]:
     model = SaladModel(cfg.model, trainer=trainer, defer_build=True if ddp else None)
     if cfg.init_from and not trainer.ckpt_path:
         model.init_from = str(cfg.init_from)  # loaded right after the build (now, or in configure_model)
+        restore = init_optimizer_callback(str(cfg.init_from), cfg.init_optimizer, megatron)
+        if restore is not None:
+            trainer.callbacks.append(restore)
     if megatron:
         from nemo_salad.recipes.megatron import megatron_optimizer
 
@@ -85,6 +97,50 @@ def build(cfg: DictConfig) -> tuple[pl.Trainer, SaladModel, SaladDataModule]:
     data = SaladDataModule(cfg.data, model.tokenizer, model.frame_counter(cfg.data.max_duration),
                            model.pad_id, model.context_length)
     return trainer, model, data
+
+
+def init_optimizer_callback(init_from: str, init_optimizer: bool, megatron: bool = False
+                            ) -> InitOptimizerState | None:
+    """What a new run takes of ``init_from`` besides its weights, said in the log.
+
+    Args:
+        init_from (str): the checkpoint (a ``.ckpt`` path may name the folder a megatron run saved).
+        init_optimizer (bool): continue its optimizer state (AdamW moments and step counts).
+        megatron (bool): the run trains under ``trainer.strategy: megatron``.
+
+    Returns:
+        InitOptimizerState | None: the callback that loads a Lightning checkpoint's optimizer state before the first
+        step; None for weights only (``init_optimizer: false``, or under the megatron strategy, which does not
+        restore it yet: a warning says so).
+
+    Raises:
+        ValueError: for ``init_optimizer`` with a megatron checkpoint folder on the plain path (megatron's distributed
+            optimizer state does not load into AdamW) or with a ``.nemo`` (weights only).
+
+    >>> init_optimizer_callback("/runs/s1-pre-decay.ckpt", True).path
+    '/runs/s1-pre-decay.ckpt'
+    >>> init_optimizer_callback("/runs/s1.nemo", False) is None
+    True
+    """
+    from nemo_salad.checkpoint.distributed import is_distributed_checkpoint, resolve_checkpoint
+
+    if not init_optimizer:
+        logging.info(f"init_from={init_from}: weights only (init_optimizer=false); the optimizer starts with fresh "
+                     "AdamW moments and step counts")
+        return None
+    if init_from.endswith(".nemo"):
+        raise ValueError(f"init_optimizer=true with init_from={init_from}: a .nemo holds weights only; set "
+                         "init_optimizer=false")
+    if megatron:
+        logging.warning(f"init_from={init_from}: under trainer.strategy=megatron only the weights are loaded; the "
+                        "checkpoint's optimizer state (Adam moments and step counts) is NOT restored and starts "
+                        "fresh (set init_optimizer=false to state this choice and silence the warning)")
+        return None
+    if is_distributed_checkpoint(resolve_checkpoint(init_from)):
+        raise ValueError(f"init_optimizer=true with init_from={init_from}: a megatron checkpoint's optimizer state "
+                         "(megatron's distributed optimizer) does not load into the plain path's AdamW; set "
+                         "init_optimizer=false for its weights only")
+    return InitOptimizerState(init_from)
 
 
 def _several_processes(trainer: dict[str, Any]) -> bool:

@@ -2,7 +2,8 @@
 
 :func:`validate_training_config` runs first in :func:`nemo_salad.recipes.train.build`: learning rates, weight
 decay, Adam betas and eps, the schedule's fractions, loss settings, batch sizes and durations, source weights, the
-skip threshold, the trainer's step counts and its strategy. Every problem names the full config key, the value
+skip threshold, the trainer's step counts and its strategy, and an ``init_from`` that cannot give the optimizer state
+``init_optimizer`` asks for (a ``.nemo``). Every problem names the full config key, the value
 received and the allowed range, and all of them are reported at once, so a bad command-line override fails in a
 second instead of training (torch checks only an optimizer's default ``lr``, not the per-part rates set here).
 Required values still marked ``???`` are left to the code that reads them.
@@ -210,8 +211,27 @@ def training_config_problems(cfg: DictConfig | Mapping[str, Any]) -> list[str]:
     _check_data(c, _section(cfg, "data"))
     _check_trainer(c, _section(cfg, "trainer"))
     c.number(_section(cfg, "active_selection"), "weight", "active_selection.", 0.0, lo_open=True)
+    _check_init(c, cfg)
     _check_report(c, _section(cfg, "report"), _section(cfg, "model", "teacher").get("mode"))
     return c.problems
+
+
+def _check_init(c: _Checker, cfg: Mapping[str, Any]) -> None:
+    """``init_from`` with ``init_optimizer`` (default true) needs a checkpoint that holds an optimizer state.
+
+    >>> c = _Checker(); _check_init(c, {"init_from": "/runs/s1.nemo"}); c.problems
+    ["init_optimizer=True with init_from='/runs/s1.nemo': a .nemo holds weights only, no optimizer state; set \
+init_optimizer=false to start from its weights with fresh AdamW moments, or init_from the Lightning or megatron \
+checkpoint of that run (Stage II: Stage I's <name>-pre-decay.ckpt)"]
+    """
+    path, wanted = cfg.get("init_from"), cfg.get("init_optimizer", True)
+    if wanted not in (True, False):
+        c.problems.append(f"init_optimizer={wanted!r}: expected true or false")
+    elif wanted and isinstance(path, str) and path.endswith(".nemo"):
+        c.problems.append(f"init_optimizer=True with init_from={path!r}: a .nemo holds weights only, no optimizer "
+                          "state; set init_optimizer=false to start from its weights with fresh AdamW moments, or "
+                          "init_from the Lightning or megatron checkpoint of that run (Stage II: Stage I's "
+                          "<name>-pre-decay.ckpt)")
 
 
 def _check_report(c: _Checker, report: Mapping[str, Any], teacher_mode: Any) -> None:

@@ -1,0 +1,38 @@
+"""Start training with another run's optimizer state: Stage II continues the AdamW moments of Stage I's pre-decay
+checkpoint (``init_from`` with ``init_optimizer: true``; :func:`nemo_salad.recipes.train.build` adds this callback).
+
+The model's weights were loaded when it was built (``SaladModel.init_from``); the optimizer exists only once the
+strategy has set it up, so its state is loaded at ``on_train_start``, before the first step. The learning-rate
+schedule, the global step (0) and the data stream are the new run's own.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning.pytorch as pl
+
+from nemo_salad.checkpoint.init_optimizer import restore_optimizer_state
+
+__all__ = ["InitOptimizerState"]
+
+
+class InitOptimizerState(pl.Callback):
+    """Load a Lightning checkpoint's optimizer state (moments and step counts) into the fresh optimizer.
+
+    Args:
+        path (str): the checkpoint (``<name>-pre-decay.ckpt``); its optimizer's parameter groups must be this
+            model's (:func:`~nemo_salad.checkpoint.init_optimizer.restore_optimizer_state` names what differs).
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = str(path)
+        self.restored_step: float | None = None  # the checkpoint's Adam step count, once loaded
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        if self.restored_step is not None:  # a second fit() continues its own state
+            return
+        if len(trainer.optimizers) != 1:
+            raise ValueError(f"init_optimizer: expected one optimizer, the trainer has {len(trainer.optimizers)}")
+        names = {id(p): n for n, p in pl_module.named_parameters()}
+        self.restored_step = restore_optimizer_state(trainer.optimizers[0], self.path, names)
