@@ -17,7 +17,11 @@ from nemo_salad.data.dataset import SaladDataset
 from nemo_salad.data.layout import LayoutConfig
 from nemo_salad.metrics.gap import GapStats, gap_stats
 
-__all__ = ["measure_gap", "misalignment_fn"]
+__all__ = ["MISALIGNMENT_DEFINITION", "measure_gap", "misalignment_fn"]
+
+#: what :func:`misalignment_fn`'s measure computes; stored probe values (Stage II selection) are reused only under the
+#: same definition, so values measured before a change of definition are measured again
+MISALIGNMENT_DEFINITION = "mean KL(student on text || student on speech), positions with speech in context"
 
 
 @torch.no_grad()
@@ -53,7 +57,8 @@ def measure_gap(model: Any, cuts: CutSet, layout: LayoutConfig | None = None, ba
 
 def misalignment_fn(model: Any, layout: LayoutConfig | None = None, batch_duration: float = 60.0
                     ) -> Callable[[CutSet], float]:
-    """``probe cuts -> M`` for active selection (mean per-token KL(student on text ‖ student on speech)).
+    """``probe cuts -> M`` for active selection (mean per-token KL(student on text ‖ student on speech) where the
+    student's context holds speech); its ``definition`` attribute is :data:`MISALIGNMENT_DEFINITION`.
 
     Raises (when called):
         ValueError: if no probe utterance could be measured.
@@ -65,4 +70,5 @@ def misalignment_fn(model: Any, layout: LayoutConfig | None = None, batch_durati
                              f"{list(result['skipped'].items())[:3]})")
         return float(result["misalignment"])
 
+    measure.definition = MISALIGNMENT_DEFINITION  # type: ignore[attr-defined]
     return measure

@@ -153,7 +153,8 @@ def measure_probes(
     tag: str,
     max_dropout: float = 0.5,
 ) -> dict[int, ProbeResult]:
-    """Fill in ``misalignment`` (or ``excluded``) for each cluster, reusing stored ``m_<tag>.json`` values.
+    """Fill in ``misalignment`` (or ``excluded``) for each cluster, reusing stored ``m_<tag>.json`` values of the same
+    probes measured under the same ``measure.definition`` (an attribute of the measure; None when it has none).
 
     Args:
         results (dict[int, ProbeResult]): from :func:`synthesize_probes`.
@@ -181,7 +182,9 @@ def measure_probes(
             continue
         path = _cluster_dir(root, cluster) / f"m_{tag}.json"
         stored = read_json(path)
-        if stored is not None and stored.get("fingerprint") == result.fingerprint:
+        definition = getattr(measure, "definition", None)
+        if stored is not None and stored.get("fingerprint") == result.fingerprint \
+                and stored.get("definition") == definition:
             result.misalignment = float(stored["misalignment"])
             continue
         value = float(measure(load_synthesized(_cluster_dir(root, cluster))))
@@ -190,7 +193,7 @@ def measure_probes(
                              "expected a finite value >= 0 (a mean KL divergence)")
         result.misalignment = value
         write_json_atomic(path, {"fingerprint": result.fingerprint, "tag": tag, "misalignment": value,
-                                 "n_items": result.n_written})
+                                 "n_items": result.n_written, "definition": definition})
     return results
 
 

@@ -122,6 +122,23 @@ def test_rerun_reuses_all_artefacts_and_after_measurement(corpus, tmp_path):
     assert np.isclose(report["summary"]["mean_misalignment_after"], np.mean([r["misalignment_after"] for r in rows]))
 
 
+def test_probe_values_of_another_measure_definition_are_measured_again(corpus, tmp_path):
+    """Stored M(c) values are reused only under the measure's own definition (e.g. not those averaged over other
+    positions before the definition changed)."""
+    from nemo_salad.metrics.measure import MISALIGNMENT_DEFINITION
+
+    run_selection_round(_cfg(), corpus, TopicMeasure(), SineBackend(), tmp_path, encoder=HashingEncoder())
+    renamed = TopicMeasure(bad=4.0)
+    renamed.definition = MISALIGNMENT_DEFINITION
+    again = run_selection_round(_cfg(), corpus, renamed, SineBackend(), tmp_path, encoder=HashingEncoder())
+    measured = [r for r in again.report["clusters"] if r["misalignment"] is not None]
+    assert renamed.calls == len(measured) > 0 and 4.0 in {r["misalignment"] for r in measured}
+    same = TopicMeasure(bad=5.0)
+    same.definition = MISALIGNMENT_DEFINITION
+    run_selection_round(_cfg(), corpus, same, SineBackend(), tmp_path, encoder=HashingEncoder())
+    assert same.calls == 0
+
+
 @pytest.mark.parametrize("bias", [0.5, 2.0])
 def test_budget_loop_corrects_a_wrong_estimate(corpus, tmp_path, bias):
     """Estimates off by 2x either way: the loop synthesizes more parts until the real durations fit."""
