@@ -2,11 +2,18 @@
 Stage I checkpoint taken before its learning-rate decay with its AdamW moments and step counts, but with its own
 schedule, data and step count.
 
-Only the per-parameter state moves (``exp_avg``, ``exp_avg_sq``, ``step``): the parameter groups keep the
-hyper-parameters the new run's optimizer and schedule gave them (learning rates, ``initial_lr``, weight decay, betas,
-eps), so Stage II's schedule decides the rate from its first step. The checkpoint's groups must be the new
-optimizer's: the same names (:func:`nemo_salad.parts.optim.param_groups`), the same number of parameters in each,
-and moments of each parameter's shape; a difference is named, before anything is loaded.
+Only the per-parameter state moves (``exp_avg``, ``exp_avg_sq``, ``step``; under the megatron strategy also the
+fp32 main parameters of megatron's distributed optimizer): the parameter groups keep the hyper-parameters the new
+run's optimizer and schedule gave them (learning rates, ``initial_lr``, megatron's ``max_lr`` / ``min_lr`` /
+``pre_mult_lr``, weight decay, betas, eps), so Stage II's schedule decides the rate from its first step.
+
+* :func:`restore_optimizer_state`: a Lightning checkpoint (the plain path's AdamW). The checkpoint's groups must be
+  the new optimizer's: the same names (:func:`nemo_salad.parts.optim.param_groups`), the same number of parameters in
+  each, and moments of each parameter's shape; a difference is named, before anything is loaded.
+* :func:`restore_megatron_optimizer_state`: a megatron distributed checkpoint (``trainer.strategy: megatron``), read
+  by NeMo's selective restore (``RestoreConfig(load_optim_state=True)``) without the trainer's loops or its
+  learning-rate scheduler. Its state is stored per parameter name, so it loads at another tensor- or data-parallel
+  size and another adapter-to-LLM rate ratio; it must hold the state of every trainable parameter of the new run.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from nemo.utils import logging
 
 from nemo_salad.checkpoint.checkpoint_io import SafeCheckpointIO
 
-__all__ = ["checkpoint_optimizer_state", "restore_optimizer_state"]
+__all__ = ["checkpoint_optimizer_state", "restore_megatron_optimizer_state", "restore_optimizer_state"]
 
 
 def checkpoint_optimizer_state(path: str) -> dict[str, Any]:
@@ -113,4 +120,132 @@ def restore_optimizer_state(optimizer: torch.optim.Optimizer, path: str, names: 
     if changed:
         logging.info(f"init_from={path}: this run starts at other learning rates than the checkpoint's last: "
                      + ", ".join(changed))
+    return step
+
+
+#: parameter-group keys that are not hyper-parameters: ``step`` is where megatron keeps Adam's step count
+#: (TransformerEngine's / apex's fused Adam read it there; for torch's Adam it is copied into every parameter's state)
+_STATE_KEYS = ("params", "step")
+
+
+def _hyper_parameters(groups: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Each parameter group's hyper-parameters (everything but its parameters and step count)."""
+    return [{k: v for k, v in g.items() if k not in _STATE_KEYS} for g in groups]
+
+
+def _optimizer_parts(mcore_optimizer: Any) -> list[Any]:
+    """The optimizers inside megatron's (possibly chained) optimizer."""
+    return list(getattr(mcore_optimizer, "chained_optimizers", None) or [mcore_optimizer])
+
+
+def _with_own_groups(state_dict: Mapping[str, Any], groups: list[Mapping[str, Any]], source: str,
+                     saved: list[list[dict[str, Any]]]) -> Mapping[str, Any]:
+    """A distributed optimizer's checkpoint state whose parameter groups are ``groups``' hyper-parameters with the
+    checkpoint's step count; the checkpoint's own groups are appended to ``saved``.
+
+    Megatron pairs the checkpoint's groups with the optimizer's by ``wd_mult`` / ``lr_mult`` and takes every
+    hyper-parameter from the checkpoint; a run at another adapter-to-LLM rate ratio (``lr_mult``) would find no pair.
+    The per-parameter state (main parameters, moments) is loaded by parameter name, apart from the groups.
+
+    >>> state = {"optimizer": {"param_groups": [{"lr": 0.1, "lr_mult": 2.0, "step": 7}]}, "param_state": {}}
+    >>> _with_own_groups(state, [{"params": [0], "lr": 0.05, "lr_mult": 3.0}], "s1", [])["optimizer"]
+    {'param_groups': [{'lr': 0.05, 'lr_mult': 3.0, 'step': 7}]}
+    """
+    inner = state_dict.get("optimizer")
+    if not isinstance(inner, Mapping) or "param_groups" not in inner:
+        return state_dict
+    saved.append([dict(g) for g in inner["param_groups"]])
+    steps = {g["step"] for g in inner["param_groups"] if g.get("step") is not None}
+    if len(steps) > 1:
+        raise ValueError(f"init_from={source}: its optimizer's parameter groups hold different step counts {steps}")
+    own = _hyper_parameters(groups)
+    if steps:
+        step = steps.pop()
+        for group in own:
+            group["step"] = step
+    return {**state_dict, "optimizer": {**inner, "param_groups": own}}
+
+
+def _megatron_adam_step(mcore_optimizer: Any) -> float:
+    """The largest Adam step count of megatron's optimizer: per parameter for torch's Adam, per parameter group for
+    TransformerEngine's or apex's."""
+    steps = [float(s["step"]) for part in _optimizer_parts(mcore_optimizer) for s in part.optimizer.state.values()
+             if isinstance(s, Mapping) and "step" in s]
+    steps += [float(g["step"]) for g in mcore_optimizer.param_groups if g.get("step") is not None]
+    return max(steps, default=0.0)
+
+
+def restore_megatron_optimizer_state(strategy: Any, path: str) -> float:
+    """Load a megatron distributed checkpoint's optimizer state into the new run's megatron optimizer (built by
+    :func:`nemo_salad.recipes.megatron.megatron_optimizer`), keeping its groups' hyper-parameters.
+
+    NeMo's ``MegatronStrategy.selective_restore`` reads the checkpoint with ``RestoreConfig(load_model_state=False,
+    load_optim_state=True)`` (the weights were loaded when the model was built, ``SaladModel.init_from``) through
+    the strategy's checkpoint IO, inside :func:`~nemo_salad.checkpoint.safe_checkpoint.safe_checkpoint_reading`.
+    Megatron's distributed optimizer then holds the checkpoint's fp32 main parameters, Adam moments and step count
+    (re-sharded to this run's tensor- and data-parallel layout: the checkpoint is fully reshardable). Megatron would
+    also take the checkpoint's parameter groups (learning rates, ``max_lr`` / ``min_lr``, weight decay); they are
+    this run's instead (:func:`_with_own_groups`), so its schedule applies from its step 0. The trainer's loops
+    (global step) and learning-rate scheduler are not restored.
+
+    Args:
+        strategy (MegatronStrategy): the trainer's strategy, set up (its optimizer built, before the first step).
+        path (str): the checkpoint: a ``MegatronStrategy`` checkpoint folder, or its ``<folder>.ckpt`` name.
+
+    Returns:
+        float: the largest Adam step count restored (the optimizer steps the checkpoint's run took).
+
+    Raises:
+        ValueError: if ``path`` is not a megatron distributed checkpoint (a plain path's Lightning checkpoint: its
+            AdamW state does not load into megatron's distributed optimizer) or the strategy holds other than one
+            optimizer.
+        RuntimeError: if NeMo's load fails (e.g. the checkpoint lacks the state of a trainable parameter of this
+            run), or the restore left this run's parameter groups changed.
+    """
+    from nemo.lightning.pytorch.strategies.utils import RestoreConfig
+
+    from nemo_salad.checkpoint.distributed import is_distributed_checkpoint, resolve_checkpoint
+    from nemo_salad.checkpoint.safe_checkpoint import safe_checkpoint_reading
+
+    folder = resolve_checkpoint(str(path))
+    if not is_distributed_checkpoint(folder):
+        raise ValueError(f"init_from={path}: not a megatron distributed checkpoint; under trainer.strategy=megatron "
+                         "only a megatron run's optimizer state loads (a plain run's AdamW state does not fit "
+                         "megatron's distributed optimizer): set init_optimizer=false for its weights only")
+    if len(strategy.optimizers) != 1:
+        raise ValueError(f"init_optimizer: expected one optimizer, the strategy has {len(strategy.optimizers)}")
+    optimizer = strategy.optimizers[0]
+    own = _hyper_parameters(optimizer.param_groups)
+    saved: list[list[dict[str, Any]]] = []
+    parts = _optimizer_parts(optimizer.mcore_optimizer)
+    loads = [part.__dict__.get("load_state_dict") for part in parts]  # instance wrappers (torch_adam_state)
+    for part in parts:
+        def load_state_dict(state_dict: Mapping[str, Any], _load: Any = part.load_state_dict, _part: Any = part
+                            ) -> None:
+            _load(_with_own_groups(state_dict, _part.optimizer.param_groups, str(path), saved))
+
+        part.load_state_dict = load_state_dict
+    previous = strategy.restore_config
+    strategy.restore_config = RestoreConfig(path=str(folder), load_model_state=False, load_optim_state=True,
+                                            load_artifacts=False)
+    try:
+        with safe_checkpoint_reading(folder):
+            strategy.selective_restore()
+    finally:
+        strategy.restore_config = previous
+        for part, load in zip(parts, loads):
+            if load is None:
+                del part.load_state_dict
+            else:
+                part.load_state_dict = load
+    if _hyper_parameters(optimizer.param_groups) != own:
+        raise RuntimeError(f"init_from={path}: restoring its optimizer state changed this run's parameter groups")
+    step = _megatron_adam_step(optimizer.mcore_optimizer)
+    logging.info(f"init_from={path}: continuing its optimizer state (megatron's distributed optimizer: fp32 main "
+                 f"parameters and Adam moments after {step:g} steps) with this run's learning rates and schedule")
+    theirs = sorted({float(g["lr"]) for groups in saved[-len(parts):] for g in groups if "lr" in g})
+    mine = sorted({float(g["lr"]) for g in own if "lr" in g})
+    if saved and theirs != mine:
+        logging.info(f"init_from={path}: this run starts at other learning rates than the checkpoint's last: "
+                     f"{', '.join(f'{lr:g}' for lr in mine)} (checkpoint {', '.join(f'{lr:g}' for lr in theirs)})")
     return step

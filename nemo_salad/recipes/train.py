@@ -105,20 +105,23 @@ def init_optimizer_callback(init_from: str, init_optimizer: bool, megatron: bool
 
     Args:
         init_from (str): the checkpoint (a ``.ckpt`` path may name the folder a megatron run saved).
-        init_optimizer (bool): continue its optimizer state (AdamW moments and step counts).
+        init_optimizer (bool): continue its optimizer state (AdamW moments and step counts; under the megatron
+            strategy also the distributed optimizer's fp32 main parameters).
         megatron (bool): the run trains under ``trainer.strategy: megatron``.
 
     Returns:
-        InitOptimizerState | None: the callback that loads a Lightning checkpoint's optimizer state before the first
-        step; None for weights only (``init_optimizer: false``, or under the megatron strategy, which does not
-        restore it yet: a warning says so).
+        InitOptimizerState | None: the callback that loads the checkpoint's optimizer state before the first step;
+        None for weights only (``init_optimizer: false``).
 
     Raises:
-        ValueError: for ``init_optimizer`` with a megatron checkpoint folder on the plain path (megatron's distributed
-            optimizer state does not load into AdamW) or with a ``.nemo`` (weights only).
+        ValueError: for ``init_optimizer`` with a ``.nemo`` (weights only), with a megatron checkpoint folder on the
+            plain path (megatron's distributed optimizer state does not load into AdamW), or with a plain path's
+            Lightning checkpoint under the megatron strategy (its AdamW state does not load into megatron's).
 
     >>> init_optimizer_callback("/runs/s1-pre-decay.ckpt", True).path
     '/runs/s1-pre-decay.ckpt'
+    >>> init_optimizer_callback("/runs/s1-pre-decay.ckpt", True, megatron=True).megatron
+    True
     >>> init_optimizer_callback("/runs/s1.nemo", False) is None
     True
     """
@@ -131,12 +134,14 @@ def init_optimizer_callback(init_from: str, init_optimizer: bool, megatron: bool
     if init_from.endswith(".nemo"):
         raise ValueError(f"init_optimizer=true with init_from={init_from}: a .nemo holds weights only; set "
                          "init_optimizer=false")
+    resolved = resolve_checkpoint(init_from)
     if megatron:
-        logging.warning(f"init_from={init_from}: under trainer.strategy=megatron only the weights are loaded; the "
-                        "checkpoint's optimizer state (Adam moments and step counts) is NOT restored and starts "
-                        "fresh (set init_optimizer=false to state this choice and silence the warning)")
-        return None
-    if is_distributed_checkpoint(resolve_checkpoint(init_from)):
+        if Path(resolved).is_file():  # a missing path fails when the weights load
+            raise ValueError(f"init_optimizer=true with init_from={init_from}: a Lightning checkpoint's AdamW state "
+                             "does not load into megatron's distributed optimizer (trainer.strategy=megatron); set "
+                             "init_optimizer=false for its weights only")
+        return InitOptimizerState(init_from, megatron=True)
+    if is_distributed_checkpoint(resolved):
         raise ValueError(f"init_optimizer=true with init_from={init_from}: a megatron checkpoint's optimizer state "
                          "(megatron's distributed optimizer) does not load into the plain path's AdamW; set "
                          "init_optimizer=false for its weights only")
