@@ -183,8 +183,10 @@ class SaladDataModule(pl.LightningDataModule):
     # ------------------------------------------------------------------ resume
     def state_dict(self) -> dict[str, Any]:
         consumed = 0
-        if self.trainer is not None:
-            consumed = int(self.trainer.fit_loop.epoch_loop.batch_progress.total.processed)
+        if self.trainer is not None:  # Lightning counts steps; a megatron step pulls num_microbatches batches
+            sampler = getattr(self.trainer.strategy, "data_sampler", None)
+            per_step = int(getattr(sampler, "num_microbatches", 1) or 1)
+            consumed = int(self.trainer.fit_loop.epoch_loop.batch_progress.total.processed) * per_step
         return {"mixture": self.mixture.state_dict(consumed)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

@@ -57,7 +57,7 @@ def _assert_nemo_holds_checkpoint(nemo: Path, checkpoint: Path, tokenizer_dir: P
 
 def test_stage1_fits_checkpoints_resumes_and_exports_under_megatron_strategy(tone_corpus, tmp_path):
     exp = tmp_path / "exp"
-    log = _fit(tone_corpus, exp, 6)
+    log = _fit(tone_corpus, exp, 6, "--", "+megatron.num_microbatches=2")  # each step pulls 2 batches
     assert "MegatronStrategy" in log or "megatron" in log.lower()
     gap = _gap(log)
     assert sorted(gap) == [0, 3, 6] and gap[6] < gap[0]  # trained: held-out misalignment fell
@@ -69,8 +69,8 @@ def test_stage1_fits_checkpoints_resumes_and_exports_under_megatron_strategy(ton
 
     _assert_nemo_holds_checkpoint(nemo, last[0], tone_corpus / "tok")
 
-    log = _fit(tone_corpus, exp, 9)  # resumes from the step-6 checkpoint
-    assert "resuming the training stream after 6 consumed batches" in log
+    log = _fit(tone_corpus, exp, 9, "--", "+megatron.num_microbatches=2")  # resumes from the step-6 checkpoint
+    assert "resuming the training stream after 12 consumed batches" in log  # 6 steps of 2 micro-batches
     assert "Restored all states from the checkpoint" in log
     assert "Loading distributed optimizer sharded state" in log  # Adam's moments and fp32 master weights too
     resumed = _gap(log)
