@@ -68,6 +68,8 @@ def lead_or_follow(work: Callable[[Measure], T], measure: Measure, group: Any) -
             _broadcast(("measure", [c.to_dict() for c in cuts]), group)
             return measure(cuts)
 
+        shared.definition = getattr(measure, "definition", None)  # type: ignore[attr-defined]  # (stored M reuse)
+
         try:
             result = work(shared)
         except BaseException as err:

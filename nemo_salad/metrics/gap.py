@@ -16,6 +16,7 @@ reference distribution is the first argument of each KL. Legend: ``B`` samples, 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,7 +51,10 @@ class GapStats:
 
     @property
     def misalignment(self) -> float:
-        return self.misalignment_sum / max(self.misalignment_tokens, 1)
+        """NaN when no position had speech in its context (nothing measured), not a misleading 0."""
+        if not self.misalignment_tokens:
+            return math.nan
+        return self.misalignment_sum / self.misalignment_tokens
 
     def all_reduce(self, group: Any = None) -> GapStats:
         """The sums over the ranks of ``group`` (data-parallel ranks each see their own share of the data)."""

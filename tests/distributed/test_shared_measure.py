@@ -1,5 +1,6 @@
 """lead_or_follow over 2 gloo processes: rank 0's work runs once, each of its measurements runs on both ranks with the
-same cuts, and a failure on rank 0 reaches the other rank instead of leaving it waiting."""
+same cuts (the shared measure keeps the measure's definition), and a failure on rank 0 reaches the other rank instead
+of leaving it waiting."""
 
 from __future__ import annotations
 
@@ -29,8 +30,10 @@ def _rank(rank: int, init_file: str, out: str) -> None:
             seen.append([c.id for c in cuts])
             return float(sum(c.duration for c in cuts))
 
+        measure.definition = "total duration"  # what stored values are kept under (selection/probe.py)
+
         def work(shared, fail: bool = fail) -> list[float]:
-            values = [shared(_cuts(2, "a")), shared(_cuts(3, "b"))]
+            values = [shared(_cuts(2, "a")), shared(_cuts(3, "b")), getattr(shared, "definition", None)]
             if fail:
                 raise ValueError("no cluster could be measured")
             return values
@@ -46,7 +49,7 @@ def _rank(rank: int, init_file: str, out: str) -> None:
 def test_rank_zero_leads_every_rank_measures_the_same_cuts_and_a_failure_reaches_all(tmp_path):
     mp.start_processes(_rank, args=(str(tmp_path / "rdv"), str(tmp_path)), nprocs=2, start_method="spawn")
     lead, follow = (json.loads((tmp_path / f"rank{r}-False.json").read_text()) for r in range(2))
-    assert lead["result"] == [3.0, 6.0] and follow["result"] is None
+    assert lead["result"] == [3.0, 6.0, "total duration"] and follow["result"] is None
     assert lead["seen"] == follow["seen"] == [["a0", "a1"], ["b0", "b1", "b2"]]
     assert lead["error"] is follow["error"] is None
 
