@@ -8,7 +8,8 @@ estimated per cut by :class:`~nemo_salad.data.positions.PositionConstraint`), so
     total tokens    = tokens per step × max_steps
 
 with data-parallel ranks = devices × nodes / tensor-parallel size, and micro-batches = ``megatron.num_microbatches``
-under the megatron strategy, else ``trainer.accumulate_grad_batches``. :func:`nemo_salad.recipes.train.build` logs it
+under the megatron strategy, else ``trainer.accumulate_grad_batches``. These are full batches: real ones fill to
+96–99 % of ``batch_tokens`` (:mod:`nemo_salad.data.positions`). :func:`nemo_salad.recipes.train.build` logs it
 at start; the model logs each batch's true count (``train/positions``). A config that bounds batches by seconds of
 audio (``data.batch_duration``) has no budget known before training: the log says so.
 
@@ -53,8 +54,8 @@ class TokenBudget:
         """One log line.
 
         >>> TokenBudget(16384, 64, 1, 22900).describe()
-        'token budget: 16,384 positions per batch × 64 data-parallel ranks × 1 micro-batch(es) = 1.05M tokens per \
-step; × 22,900 steps = 24.0B tokens'
+        "token budget: 16,384 positions per batch × 64 data-parallel ranks × 1 micro-batch(es) = 1.05M tokens per \
+step; × 22,900 steps = 24.0B tokens (at full batches; train/positions logs each batch's count)"
         """
         if self.batch_tokens is None:
             return ("token budget: batches are bounded by seconds of audio (data.batch_duration), so tokens per step "
@@ -65,7 +66,8 @@ step; × 22,900 steps = 24.0B tokens'
         total = self.total_tokens
         steps = f"; × {self.max_steps:,} steps = {total / 1e9:.1f}B tokens" if total is not None else ""
         return (f"token budget: {self.batch_tokens:,} positions per batch × {self.data_parallel} data-parallel ranks × "
-                f"{self.micro_batches} micro-batch(es) = {self.tokens_per_step / 1e6:.2f}M tokens per step{steps}")
+                f"{self.micro_batches} micro-batch(es) = {self.tokens_per_step / 1e6:.2f}M tokens per step{steps} "
+                "(at full batches; train/positions logs each batch's count)")
 
 
 def _plain(section: Any) -> dict[str, Any]:
