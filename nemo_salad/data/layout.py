@@ -148,7 +148,9 @@ def plan_spans(words: list[Word], cfg: LayoutConfig, rng: random.Random) -> list
     """Split ``words`` into alternating speech/text spans following ``cfg``.
 
     Every plan has at least one speech span and, when there are two or more words, at least one text word
-    after a speech span (otherwise the student would have no text to predict from speech).
+    after a speech span (otherwise the student would have no text to predict from speech, and the sample would
+    teach the speech path nothing): a plan that would end in speech with no text after it gets its last word as
+    text.
 
     >>> ws = [Word(str(i), i, i + 1) for i in range(6)]
     >>> [(s.kind, len(s.words)) for s in plan_spans(ws, LayoutConfig(kind="prefix"), random.Random(0))]
@@ -175,6 +177,13 @@ def plan_spans(words: list[Word], cfg: LayoutConfig, rng: random.Random) -> list
     if not any(s.kind == "speech" for s in spans):  # one text span covered everything: speak its middle
         k = max(1, n // 3)
         spans = [Span("text", words[:k]), Span("speech", words[k:2 * k]), Span("text", words[2 * k:])]
-    if spans[-1].kind == "speech" and len(spans) == 1:
-        spans = [Span("speech", words[:-1]), Span("text", words[-1:])]
+    spans = [s for s in spans if s.words]
+    first = next(i for i, s in enumerate(spans) if s.kind == "speech")
+    if all(s.kind == "speech" for s in spans[first:]):  # it ends in speech with no text after any: the last word
+        last = spans[-1]  # becomes text; a one-word final span hands its speech to the word before it
+        if len(last.words) >= 2:
+            spans[-1:] = [Span("speech", last.words[:-1]), Span("text", last.words[-1:])]
+        else:
+            prev = spans[-2].words
+            spans[-2:] = [Span("text", prev[:-1]), Span("speech", prev[-1:]), Span("text", last.words)]
     return [s for s in spans if s.words]
