@@ -4,8 +4,9 @@
   original on pure text, at every next-token position of the all-text sequence (both models read text).
 * Misalignment ``M = KL(student on text ‖ student on speech)`` — how differently the student predicts the
   same next text token from the speech context and from the equivalent text context. It counts the positions
-  where the student on speech predicts a text token *and* its context holds speech: the last frame of every
-  speech span and every text position after the document's first speech span (:meth:`SaladBatch.speech_context
+  where the student on speech predicts a text token *and* its context holds speech: those at or after the
+  document's first speech slot whose next token is text — the last frame of a speech span followed by text, and
+  each text token followed by text (:meth:`SaladBatch.speech_context
   <nemo_salad.data.batch.SaladBatch.speech_context>`). Text before the first speech span is left out: there both
   contexts are the same text and the KL is zero, so counting it would make M depend on how much text precedes
   the speech (on passage length and layout) instead of on the speech.
