@@ -3,6 +3,7 @@ every validation, as a log line (and as logged metrics ``val/*``)."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import lightning.pytorch as pl
@@ -56,12 +57,13 @@ class GapReport(pl.Callback):
         group = data_parallel_group()  # each data-parallel rank measured its own share
         stats, skipped = stats.all_reduce(group), items.finish(group)
         kd_sum, kd_tokens = sum_over_ranks([kd_sum, kd_tokens], group)
-        return {"kd": kd_sum / max(kd_tokens, 1), **{k: float(v) for k, v in stats.as_dict().items()},
-                "skipped": float(skipped)}
+        kd = kd_sum / kd_tokens if kd_tokens and model.loss.alpha > 0 else math.nan  # alpha = 0: not computed
+        return {"kd": kd, **{k: float(v) for k, v in stats.as_dict().items()}, "skipped": float(skipped)}
 
     def _report(self, step: int, values: dict[str, float]) -> None:
         self.history.append({"step": step, **values})
-        logging.info(f"[gap] step {step}: distillation loss {values['kd']:.4f}  forgetting F {values['forgetting']:.4f}"
+        kd = "n/a (alpha = 0)" if math.isnan(values["kd"]) else f"{values['kd']:.4f}"
+        logging.info(f"[gap] step {step}: distillation loss {kd}  forgetting F {values['forgetting']:.4f}"
                      f"  misalignment M {values['misalignment']:.4f}")
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: Any) -> None:

@@ -373,10 +373,12 @@ class SaladModel(MegatronContract, ModelPT):
         if out is None:
             return self._nothing_to_learn()
         n = max(batch.num_samples, 1)
-        self.log_dict({"train/loss": out.loss.detach(), "train/kd": out.kd, "train/nll": out.nll,
-                       "train/tokens": float(out.num_tokens), "train/positions": float(batch.positions),
-                       "train/padded_fraction": batch.padded_fraction},
-                      batch_size=n)
+        logged = {"train/loss": out.loss.detach(), "train/kd": out.kd, "train/nll": out.nll,
+                  "train/tokens": float(out.num_tokens), "train/positions": float(batch.positions),
+                  "train/padded_fraction": batch.padded_fraction}
+        if self.loss.alpha == 0:  # the distillation term is not computed (no teacher pass): not a zero KL
+            del logged["train/kd"]
+        self.log_dict(logged, batch_size=n)
         self.log("loss", out.loss.detach(), prog_bar=True, logger=False, batch_size=n)
         if self.megatron and not batch.has_speech:
             return out.loss + self._zero_touching(self.encoder, self.adapter)
@@ -423,8 +425,10 @@ class SaladModel(MegatronContract, ModelPT):
         out = self(batch)  # shared by the loss and the gap metrics
         loss = self.compute_loss(batch, out)
         if loss is not None:
-            self.log_dict({"val/loss": loss.loss, "val/kd": loss.kd, "val/nll": loss.nll},
-                          batch_size=max(batch.num_samples, 1), sync_dist=True)
+            logged = {"val/loss": loss.loss, "val/nll": loss.nll}
+            if self.loss.alpha > 0:  # else the distillation term is not computed
+                logged["val/kd"] = loss.kd
+            self.log_dict(logged, batch_size=max(batch.num_samples, 1), sync_dist=True)
         self._val_gap += gap_stats(self, batch, outputs=out)
         return loss.loss if loss is not None else zero
 

@@ -55,6 +55,23 @@ def test_training_reduces_distillation_loss_and_misalignment(tone_corpus, tmp_pa
     assert written["utterances"] == 16 and measured["skipped"] == {}
 
 
+def test_nll_training_reports_no_distillation_loss_and_measures_forgetting(tone_corpus, tmp_path, caplog):
+    """alpha = 0 computes no distillation term: the held-out report says so (it is not a zero KL), and F and M are
+    still measured (the frozen teacher runs for F)."""
+    import logging
+    import math
+
+    cfg = compose(tiny_overrides(tone_corpus, tmp_path / "exp", max_steps=30) + ["model.loss.alpha=0"])
+    trainer, model, data = build(cfg)
+    with caplog.at_level(logging.INFO):
+        trainer.fit(model, datamodule=data)
+    gap = next(cb for cb in trainer.callbacks if type(cb).__name__ == "GapReport").history
+    assert [p["step"] for p in gap] == [0, 30] and all(math.isnan(p["kd"]) for p in gap)
+    assert gap[-1]["forgetting"] > 0 and gap[-1]["misalignment"] < gap[0]["misalignment"]
+    assert "distillation loss n/a (alpha = 0)" in caplog.text
+    assert "val/kd" not in trainer.callback_metrics and "train/kd" not in trainer.callback_metrics
+
+
 class _Record(pl.Callback):
     def __init__(self):
         self.first_step, self.first_batch, self.opt_state, self.lr_epoch = None, None, None, None
