@@ -49,7 +49,7 @@ class GapReport(pl.Callback):
                 batch = model.transfer_batch_to_device(batch, model.device, 0)
                 outputs = model(batch)  # one set of forward passes for the loss and the gap metrics
                 out = model.compute_loss(batch, outputs)
-                if out is not None:
+                if out is not None and out.kd is not None:  # kd: None when α = 0 (not computed)
                     kd_sum += float(out.kd) * out.num_tokens
                     kd_tokens += out.num_tokens
                 stats += gap_stats(model, batch, outputs=outputs)
@@ -57,7 +57,7 @@ class GapReport(pl.Callback):
         group = data_parallel_group()  # each data-parallel rank measured its own share
         stats, skipped = stats.all_reduce(group), items.finish(group)
         kd_sum, kd_tokens = sum_over_ranks([kd_sum, kd_tokens], group)
-        kd = kd_sum / kd_tokens if kd_tokens and model.loss.alpha > 0 else math.nan  # alpha = 0: not computed
+        kd = kd_sum / kd_tokens if kd_tokens else math.nan  # alpha = 0: not computed
         return {"kd": kd, **{k: float(v) for k, v in stats.as_dict().items()}, "skipped": float(skipped)}
 
     def _report(self, step: int, values: dict[str, float]) -> None:

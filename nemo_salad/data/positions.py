@@ -67,7 +67,6 @@ class PositionConstraint(SamplingConstraint):
         n = self.measure_length(example)
         self.current += n
         self.longest = max(self.longest, n)
-        self.count += 1
 
     def exceeded(self) -> bool:
         return self.current > self.max_positions
@@ -76,7 +75,7 @@ class PositionConstraint(SamplingConstraint):
         return self.current + self.longest > self.max_positions
 
     def reset(self) -> None:
-        self.current, self.longest, self.count = 0, 0, 0
+        self.current, self.longest = 0, 0
 
     def copy(self) -> PositionConstraint:
         return copy.copy(self)

@@ -33,7 +33,7 @@ class LossOutput:
     """The training loss and its parts (per compared token)."""
 
     loss: Tensor  # α·KD + (1−α)·NLL, differentiable
-    kd: Tensor  # T²·divergence per token (detached)
+    kd: Tensor | None  # T²·divergence per token (detached); None when α = 0 (not computed, no teacher pass)
     nll: Tensor  # NLL per token (detached)
     num_tokens: int
 
@@ -147,11 +147,11 @@ def fused_distillation(student_hidden: Tensor, student_weight: Tensor, teacher_h
     n = int(targets.numel())
     if n == 0:
         zero = student_hidden.sum() * 0.0 + student_weight.sum() * 0.0
-        return LossOutput(zero, zero.detach(), zero.detach(), 0)
+        return LossOutput(zero, zero.detach() if alpha > 0 else None, zero.detach(), 0)
     loss, kd, nll = _FusedLinearDistillation.apply(student_hidden, student_weight, teacher_hidden, teacher_weight,
                                                   targets, float(alpha), direction, float(temperature),
                                                   int(chunk_size), tp_group)
-    return LossOutput(loss, kd, nll, n)
+    return LossOutput(loss, kd if alpha > 0 else None, nll, n)
 
 
 @torch.no_grad()

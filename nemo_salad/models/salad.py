@@ -376,9 +376,7 @@ class SaladModel(MegatronContract, ModelPT):
         logged = {"train/loss": out.loss.detach(), "train/kd": out.kd, "train/nll": out.nll,
                   "train/tokens": float(out.num_tokens), "train/positions": float(batch.positions),
                   "train/padded_fraction": batch.padded_fraction}
-        if self.loss.alpha == 0:  # the distillation term is not computed (no teacher pass): not a zero KL
-            del logged["train/kd"]
-        self.log_dict(logged, batch_size=n)
+        self.log_dict({k: v for k, v in logged.items() if v is not None}, batch_size=n)  # kd: None when α = 0
         self.log("loss", out.loss.detach(), prog_bar=True, logger=False, batch_size=n)
         if self.megatron and not batch.has_speech:
             return out.loss + self._zero_touching(self.encoder, self.adapter)
@@ -425,10 +423,9 @@ class SaladModel(MegatronContract, ModelPT):
         out = self(batch)  # shared by the loss and the gap metrics
         loss = self.compute_loss(batch, out)
         if loss is not None:
-            logged = {"val/loss": loss.loss, "val/nll": loss.nll}
-            if self.loss.alpha > 0:  # else the distillation term is not computed
-                logged["val/kd"] = loss.kd
-            self.log_dict(logged, batch_size=max(batch.num_samples, 1), sync_dist=True)
+            logged = {"val/loss": loss.loss, "val/kd": loss.kd, "val/nll": loss.nll}
+            self.log_dict({k: v for k, v in logged.items() if v is not None},  # kd: None when α = 0
+                          batch_size=max(batch.num_samples, 1), sync_dist=True)
         self._val_gap += gap_stats(self, batch, outputs=out)
         return loss.loss if loss is not None else zero
 

@@ -175,6 +175,7 @@ def measure_probes(
     from nemo_salad.synthesis import load_synthesized
 
     root = Path(out_dir)
+    definition = getattr(measure, "definition", None)
     for cluster, result in sorted(results.items()):
         if result.n_written == 0 or result.n_dropped / result.n_probe > max_dropout:
             result.excluded = (f"probe drop-out {result.n_dropped}/{result.n_probe} > {max_dropout:g} "
@@ -182,7 +183,6 @@ def measure_probes(
             continue
         path = _cluster_dir(root, cluster) / f"m_{tag}.json"
         stored = read_json(path)
-        definition = getattr(measure, "definition", None)
         if stored is not None and stored.get("fingerprint") == result.fingerprint \
                 and stored.get("definition") == definition:
             result.misalignment = float(stored["misalignment"])
