@@ -27,7 +27,8 @@ LayoutSchema = dataclasses.make_dataclass(
                      for f in dataclasses.fields(LayoutConfig)])
 
 _DEMO_TYPES: dict[str, Any] = {"backend": dict[str, Any], "word_aligner": str | None,
-                               "sources": list[str] | None, "workers": int, "n_train": int, "n_val": int,
+                               "sources": list[str] | None, "val_sources": list[str] | None,
+                               "replay_sources": list[str] | None, "workers": int, "n_train": int, "n_val": int,
                                "n_replay": int, "min_words": int, "max_words": int, "seed": int}
 
 #: ``data.demo``: the embedded demo corpus's settings and defaults (:mod:`nemo_salad.data.demo`)

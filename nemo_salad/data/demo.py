@@ -18,6 +18,9 @@ Config (``data.demo``)::
     backend: {name: piper}     # any synthesis backend config
     word_aligner: whisper      # word timings stored with the speech (whisper | none), see synthesis/word_align.py
     sources: null              # names of offline text sources (text_corpus.TEXT_SOURCES); null = all
+    val_sources: null          # the held-out speech's sources (e.g. broad text under narrow training speech);
+                               #   null = sources
+    replay_sources: null       # the text replay's sources; null = sources
     workers: 1                 # synthesis processes (not part of the cache key; the corpus is the same)
     n_train: 200               # spoken training utterances
     n_val: 24                  # spoken held-out utterances (F and M are measured on them)
@@ -44,11 +47,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from nemo_salad.parts.cache import cache_root, file_lock
 
-__all__ = ["DEMO_PARTS", "demo_dir", "demo_source", "prepare_demo"]
+__all__ = ["DEMO_PARTS", "demo_dir", "demo_passages", "demo_source", "prepare_demo"]
 
 DEMO_PARTS = ("speech_train", "speech_val", "text_replay")
-_DEFAULTS = {"backend": {"name": "piper"}, "word_aligner": "whisper", "sources": None, "workers": 1, "n_train": 200,
-             "n_val": 24, "n_replay": 3000, "min_words": 12, "max_words": 36, "seed": 0}
+_DEFAULTS = {"backend": {"name": "piper"}, "word_aligner": "whisper", "sources": None, "val_sources": None,
+             "replay_sources": None, "workers": 1, "n_train": 200, "n_val": 24, "n_replay": 3000, "min_words": 12,
+             "max_words": 36, "seed": 0}
+_SOURCE_KEYS = ("sources", "val_sources", "replay_sources")
 _NOT_IN_KEY = ("workers",)  # settings that do not change the corpus
 
 
@@ -60,15 +65,16 @@ def _settings(cfg: Any) -> dict[str, Any]:
     settings = {**_DEFAULTS, **given}
     if not isinstance(settings["workers"], int) or settings["workers"] < 1:
         raise ValueError(f"data.demo.workers={settings['workers']!r}; expected an integer >= 1")
-    if settings["sources"] is not None and (isinstance(settings["sources"], str) or not settings["sources"]):
-        raise ValueError(f"data.demo.sources={settings['sources']!r}; expected null or a non-empty list of names")
+    for key in _SOURCE_KEYS:
+        if settings[key] is not None and (isinstance(settings[key], str) or not settings[key]):
+            raise ValueError(f"data.demo.{key}={settings[key]!r}; expected null or a non-empty list of names")
     return settings
 
 
 def _key(settings: dict[str, Any]) -> dict[str, Any]:
-    """The settings that define the corpus (``sources: null`` is left out, so older caches keep their key)."""
+    """The settings that define the corpus (null source lists are left out, so older caches keep their key)."""
     return {k: v for k, v in settings.items()
-            if k not in _NOT_IN_KEY and not (k == "sources" and v is None)}
+            if k not in _NOT_IN_KEY and not (k in _SOURCE_KEYS and v is None)}
 
 
 def demo_dir(cfg: Any) -> Path:
@@ -78,23 +84,55 @@ def demo_dir(cfg: Any) -> Path:
     return cache_root() / f"demo-{digest}"
 
 
+_PARTS = (("speech_train", "sources", "n_train"), ("speech_val", "val_sources", "n_val"),
+          ("text_replay", "replay_sources", "n_replay"))
+
+
 def _passages(settings: dict[str, Any]) -> dict[str, list[tuple[str, str]]]:
+    """The passages of each part, drawn in order (train, held-out, replay) from the shuffled corpus of the part's
+    sources; parts on the same sources are disjoint, and a part on other sources than the training speech drops
+    every passage sharing a 13-word n-gram with a training passage."""
+    from nemo_salad.data.decontaminate import NgramIndex
     from nemo_salad.data.text_corpus import offline_text_corpus
 
-    sources = settings["sources"]
-    docs = offline_text_corpus(sources=None if sources is None else list(sources),
-                               min_words=int(settings["min_words"]), max_words=int(settings["max_words"]),
-                               seed=int(settings["seed"]))
-    need = int(settings["n_train"]) + int(settings["n_val"]) + int(settings["n_replay"])
-    if len(docs) < need:
-        raise ValueError(f"data.demo asks for {need} passages (n_train + n_val + n_replay); the offline corpus "
-                         f"(sources {sources or 'all'}, {settings['min_words']}-{settings['max_words']} words) has "
-                         f"{len(docs)}")
-    order = list(range(len(docs)))
-    random.Random(int(settings["seed"])).shuffle(order)
-    picked = [(docs[i].id, docs[i].text) for i in order[:need]]
-    a, b = int(settings["n_train"]), int(settings["n_train"]) + int(settings["n_val"])
-    return {"speech_train": picked[:a], "speech_val": picked[a:b], "text_replay": picked[b:]}
+    pools: dict[tuple[str, ...] | None, tuple[list[tuple[str, str]], list[int]]] = {}
+    used: set[str] = set()
+    out: dict[str, list[tuple[str, str]]] = {}
+    train_index = None
+    for part, key, count in _PARTS:
+        sources = settings[key] if settings[key] is not None else settings["sources"]
+        group = None if sources is None else tuple(sources)
+        if group not in pools:
+            docs = offline_text_corpus(sources=None if sources is None else list(sources),
+                                       min_words=int(settings["min_words"]), max_words=int(settings["max_words"]),
+                                       seed=int(settings["seed"]))
+            order = list(range(len(docs)))
+            random.Random(int(settings["seed"])).shuffle(order)
+            pools[group] = ([(d.id, d.text) for d in docs], order)
+        docs, order = pools[group]
+        candidates = [docs[i] for i in order if docs[i][0] not in used]
+        if part != "speech_train" and group != (None if settings["sources"] is None else tuple(settings["sources"])):
+            train_index = train_index or NgramIndex([t for _, t in out["speech_train"]])
+            overlap = train_index.contains_many([t for _, t in candidates])
+            candidates = [c for c, bad in zip(candidates, overlap, strict=True) if not bad]
+        need = int(settings[count])
+        if len(candidates) < need:
+            raise ValueError(f"data.demo.{count}={need}: the offline corpus (sources {sources or 'all'}, "
+                             f"{settings['min_words']}-{settings['max_words']} words) has {len(candidates)} "
+                             "passages left for it")
+        out[part] = candidates[:need]
+        used.update(i for i, _ in out[part])
+    return out
+
+
+def demo_passages(cfg: Any) -> dict[str, list[tuple[str, str]]]:
+    """The ``(id, text)`` passages of each part of the demo corpus ``cfg`` describes (no synthesis).
+
+    >>> parts = demo_passages({"sources": ["rte"], "val_sources": ["mrpc"], "n_train": 3, "n_val": 2, "n_replay": 4})
+    >>> [len(parts[p]) for p in DEMO_PARTS], parts["speech_val"][0][0].startswith("mrpc-")
+    ([3, 2, 4], True)
+    """
+    return _passages(_settings(cfg))
 
 
 def prepare_demo(cfg: Any) -> Path:
