@@ -3,7 +3,9 @@ every validation, as a log line (and as logged metrics ``val/*``)."""
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -23,10 +25,13 @@ class GapReport(pl.Callback):
 
     Args:
         at_start (bool): measure before the first step (skipped when resuming). Default: True.
+        path (str | Path | None): also append each reported point to this JSONL file (rank 0), which a resumed run
+            keeps appending to (a repeated step: the last line counts). Default: None.
     """
 
-    def __init__(self, at_start: bool = True) -> None:
+    def __init__(self, at_start: bool = True, path: str | Path | None = None) -> None:
         self.at_start = at_start
+        self.path = Path(path) if path is not None else None
         self.history: list[dict[str, float]] = []
 
     @torch.no_grad()
@@ -60,8 +65,12 @@ class GapReport(pl.Callback):
         kd = kd_sum / kd_tokens if kd_tokens else math.nan  # alpha = 0: not computed
         return {"kd": kd, **{k: float(v) for k, v in stats.as_dict().items()}, "skipped": float(skipped)}
 
-    def _report(self, step: int, values: dict[str, float]) -> None:
+    def _report(self, step: int, values: dict[str, float], trainer: pl.Trainer | None = None) -> None:
         self.history.append({"step": step, **values})
+        if self.path is not None and (trainer is None or trainer.is_global_zero):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a", encoding="utf-8") as out:
+                out.write(json.dumps({"step": step, **values}) + "\n")
         kd = "n/a (alpha = 0)" if math.isnan(values["kd"]) else f"{values['kd']:.4f}"
         logging.info(f"[gap] step {step}: distillation loss {kd}  forgetting F {values['forgetting']:.4f}"
                      f"  misalignment M {values['misalignment']:.4f}")
@@ -69,7 +78,7 @@ class GapReport(pl.Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
         if self.at_start and trainer.global_step == 0:
             values = self.measure(trainer, pl_module)
-            self._report(0, values)
+            self._report(0, values, trainer)
             for logger in trainer.loggers:
                 logger.log_metrics({f"val/{k}": v for k, v in values.items()}, step=0)
 
@@ -80,4 +89,4 @@ class GapReport(pl.Callback):
         if "val/misalignment" in metrics:
             self._report(trainer.global_step, {"kd": float(metrics.get("val/kd", float("nan"))),
                                                "forgetting": float(metrics["val/forgetting"]),
-                                               "misalignment": float(metrics["val/misalignment"])})
+                                               "misalignment": float(metrics["val/misalignment"])}, trainer)
