@@ -25,6 +25,7 @@ Intended layering, low to high; a package imports only packages on lower rows, n
     evaluation, selection     spoken benchmarks (restore a SaladModel); Stage II active selection
     callbacks                 Lightning callbacks
     recipes, launch           entry points shared by examples/ and benchmarks/; job launchers
+    study                     the findings study: runs recipes as subprocesses, analyses and reports them
 
 The tests assert the structural rules (no cycle between subpackages, no module cycle inside one, ``parts`` imports
 no other subpackage) and :func:`test_follows_the_layering` asserts the table, so that a new upward import is either
@@ -57,6 +58,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("evaluation", "selection"),
     ("callbacks",),
     ("recipes", "launch"),
+    ("study",),
 ]
 
 # Re-exports left at a moved module's old path for files that another change is rewriting: shim -> the only
