@@ -107,11 +107,7 @@ class SaladDataModule(pl.LightningDataModule):
         _check_sizes(self.cfg)
         self.cfg = _with_defaults(self.cfg)
         self.skip_monitor = SkipMonitor(self.cfg["max_skip_fraction"], self.cfg["skip_check_items"])
-        layout = dict(self.cfg["layout"])
-        for key in ("text_words", "speech_words", "prefix_speech_fraction"):
-            if key in layout:
-                layout[key] = tuple(layout[key])
-        self.layout = LayoutConfig(**layout)
+        self.layout = LayoutConfig.from_section(self.cfg["layout"])
         self.tokenizer, self.frames, self.pad_id, self.max_len = tokenizer, frames, int(pad_id), max_len
         self.seed = self.cfg["seed"]
         self.mixture = MixtureSampler(self._make_sampler, seed=self.seed)

@@ -18,6 +18,7 @@ worker that builds it.
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -53,6 +54,19 @@ class LayoutConfig:
         lo, hi = self.prefix_speech_fraction
         if not 0.0 < lo <= hi < 1.0:
             raise ValueError(f"layout.prefix_speech_fraction={[lo, hi]}; expected 0 < min <= max < 1")
+
+    @classmethod
+    def from_section(cls, section: Mapping[str, Any]) -> LayoutConfig:
+        """From a ``data.layout`` config section (its ranges given as lists).
+
+        >>> LayoutConfig.from_section({"kind": "prefix", "text_words": [5, 9]}).text_words
+        (5, 9)
+        """
+        layout = dict(section)
+        for key in ("text_words", "speech_words", "prefix_speech_fraction"):
+            if key in layout:
+                layout[key] = tuple(layout[key])
+        return cls(**layout)
 
     def speech_share(self) -> float:
         """The expected fraction of an utterance's words that are spoken (the rest is text): the mean speech

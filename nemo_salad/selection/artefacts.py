@@ -39,7 +39,7 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def write_json_atomic(path: str | Path, payload: dict[str, Any]) -> None:
+def write_json_atomic(path: str | Path, payload: Any) -> None:
     """Write ``payload`` as JSON through a temporary file and a rename (never half-written).
 
     >>> import tempfile; p = Path(tempfile.mkdtemp()) / "a.json"; write_json_atomic(p, {"x": 1}); read_json(p)

@@ -29,7 +29,7 @@ from nemo_salad.selection.report import build_report, plot_report
 from nemo_salad.selection.sample import DrawSequence
 from nemo_salad.selection.target import cluster_shares, target_distribution
 
-__all__ = ["SelectionResult", "run_selection_round"]
+__all__ = ["SelectionResult", "prepare_probes", "run_selection_round"]
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,29 @@ def _token_counter(cfg: SelectionConfig, texts: Sequence[str],
         return cache[i]
 
     return cost
+
+
+def prepare_probes(cfg: SelectionConfig, ids: Sequence[str], texts: Sequence[str], backend: Any,
+                   workdir: str | Path, *, asr_filter: Any = None, encoder: TextEncoder | None = None
+                   ) -> tuple[TextEncoder, Any, dict[int, np.ndarray], dict[int, Any]]:
+    """Steps 1-3 of a round without measuring: embed the corpus, cluster it, synthesize each cluster's probes (each
+    step resumable under ``workdir``, as in :func:`run_selection_round`).
+
+    Returns:
+        tuple: the encoder, the :class:`BalancedKMeansResult`, the probe indices per cluster and the
+        :class:`ProbeResult` per cluster.
+    """
+    workdir = Path(workdir)
+    encoder = encoder or build_encoder(cfg.embed.encoder, cfg.embed.model, cfg.embed.batch_size, cfg.embed.dim)
+    emb = embed_texts(list(texts), encoder, workdir / "embeddings", chunk_size=cfg.embed.chunk_size,
+                      dtype=cfg.embed.dtype)
+    emb_fp = read_json(workdir / "embeddings" / "embeddings.json")["fingerprint"]  # type: ignore[index]
+    clusters = cluster_step(emb, emb_fp, workdir / "clusters", cfg.cluster.k, seed=cfg.seed, slack=cfg.cluster.slack,
+                            n_iter=cfg.cluster.n_iter, refine_iter=cfg.cluster.refine_iter, metric=cfg.cluster.metric)
+    probes_idx = probe_indices(clusters.assignments, cfg.probe_size, cfg.seed)
+    probes = synthesize_probes(probes_idx, list(ids), list(texts), backend, workdir / "probes",
+                               asr_filter=asr_filter, batch_size=cfg.batch_size, max_chars=cfg.max_chars)
+    return encoder, clusters, probes_idx, probes
 
 
 def run_selection_round(
@@ -133,18 +156,10 @@ def run_selection_round(
     if len(corpus) < k:
         raise ValueError(f"the corpus has {len(corpus)} texts, fewer than the K={k} clusters")
 
-    # 1. embed
-    encoder = encoder or build_encoder(cfg.embed.encoder, cfg.embed.model, cfg.embed.batch_size, cfg.embed.dim)
-    emb = embed_texts(texts, encoder, workdir / "embeddings", chunk_size=cfg.embed.chunk_size, dtype=cfg.embed.dtype)
-    emb_fp = read_json(workdir / "embeddings" / "embeddings.json")["fingerprint"]  # type: ignore[index]
-    # 2. cluster
-    clusters = cluster_step(emb, emb_fp, workdir / "clusters", k, seed=cfg.seed, slack=cfg.cluster.slack,
-                            n_iter=cfg.cluster.n_iter, refine_iter=cfg.cluster.refine_iter, metric=cfg.cluster.metric)
+    # 1.-3. embed, cluster, synthesize the probes; then measure them
+    encoder, clusters, probes_idx, probes = prepare_probes(cfg, ids, texts, backend, workdir, asr_filter=asr_filter,
+                                                           encoder=encoder)
     assign = clusters.assignments
-    # 3. probe: synthesize and measure
-    probes_idx = probe_indices(assign, cfg.probe_size, cfg.seed)
-    probes = synthesize_probes(probes_idx, ids, texts, backend, workdir / "probes", asr_filter=asr_filter,
-                               batch_size=cfg.batch_size, max_chars=cfg.max_chars)
     measure_probes(probes, workdir / "probes", measure, cfg.measure_tag, cfg.max_probe_dropout)
     m = np.array([np.nan if probes.get(c) is None or probes[c].misalignment is None else probes[c].misalignment
                   for c in range(k)])

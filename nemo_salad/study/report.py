@@ -49,7 +49,8 @@ def _runs_table(a: dict[str, Any]) -> list[str]:
 
 
 def write_findings(a: dict[str, Any], cfg: Any, path: str | Path, meta: dict[str, Any]) -> Path:
-    """Write the report (``meta``: ``command``, ``minutes_total``, ``minutes_invocation``, ``failed``, ``plots``)."""
+    """Write the report (``meta``: ``command``, ``minutes_total``, ``minutes_wall``, ``invocations``, ``failed``,
+    ``plots``, ``data``, ``clusters``, ``machine``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     f = a.get("findings", {})

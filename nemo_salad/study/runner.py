@@ -90,7 +90,6 @@ def run_study(cfg: StudyConfig, conf_dir: str | Path) -> dict[str, Any]:
     from nemo_salad.study.analysis import analyse
     from nemo_salad.study.report import plot_findings, write_findings
 
-    started = time.monotonic()
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     steps, e = plan_steps(cfg), eval_fingerprint(cfg)
@@ -127,7 +126,7 @@ def run_study(cfg: StudyConfig, conf_dir: str | Path) -> dict[str, Any]:
     bar.close()
     analysis = analyse(cfg, steps, e)
     findings = Path(cfg.findings)
-    meta = _meta(cfg, steps, e, status, started)
+    meta = _meta(cfg, steps, e, status)
     meta["plots"] = {k: f"{findings.stem}/{v}" for k, v in plot_findings(
         analysis, findings.parent / findings.stem, _pre_decay_step(cfg, steps)).items()}
     path = write_findings(analysis, cfg, findings, meta)
@@ -143,7 +142,7 @@ def _finished(step: Step, e: str, clusters: Step, status: dict[str, str]) -> boo
     return not needs_mc or (Path(step.dir) / mc_name(clusters.fingerprint)).is_file()
 
 
-def _meta(cfg: StudyConfig, steps: list[Step], e: str, status: dict[str, str], started: float) -> dict[str, Any]:
+def _meta(cfg: StudyConfig, steps: list[Step], e: str, status: dict[str, str]) -> dict[str, Any]:
     total = 0.0
     results: dict[str, dict[str, Any]] = {}
     for step in steps:
@@ -152,8 +151,7 @@ def _meta(cfg: StudyConfig, steps: list[Step], e: str, status: dict[str, str], s
             results[step.name] = json.loads(res.read_text())
             total += float(results[step.name].get("minutes", 0.0))
     wall, runs = study_wall_minutes(Path(cfg.out_dir) / "study.log")
-    return {"command": cfg.command, "minutes_total": total, "minutes_invocation": (time.monotonic() - started) / 60,
-            "minutes_wall": wall, "invocations": runs,
+    return {"command": cfg.command, "minutes_total": total, "minutes_wall": wall, "invocations": runs,
             "failed": [n for n, s in status.items() if s != "done"], "data": results.get("data", {}),
             "clusters": results.get("clusters", {}), "machine": f"{os.cpu_count()} CPU cores"}
 

@@ -19,12 +19,6 @@ from typing import Any
 __all__ = ["heldout_gap", "mc_name", "probe_misalignment", "result_name", "run_step"]
 
 
-def _write(path: Path, payload: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=1))
-    tmp.replace(path)
-
-
 def _compose(spec: dict[str, Any], extra: dict[str, Any]) -> Any:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
@@ -116,25 +110,16 @@ def _data(spec: dict[str, Any], out: Path) -> dict[str, Any]:
 
 
 def _clusters(spec: dict[str, Any], out: Path) -> dict[str, Any]:
-    from nemo_salad.selection import SelectionConfig, cluster_step, embed_texts, probe_indices, synthesize_probes
-    from nemo_salad.selection.artefacts import read_json
+    from nemo_salad.selection import SelectionConfig
     from nemo_salad.selection.cli import CorpusConfig, load_corpus
-    from nemo_salad.selection.encoders import build_encoder
+    from nemo_salad.selection.round import prepare_probes
     from nemo_salad.synthesis import build_backend
 
     key = spec["step"]["key"]
     docs = load_corpus(CorpusConfig(**key["corpus"]))
     sel = SelectionConfig(**key["selection"])
-    encoder = build_encoder(sel.embed.encoder, sel.embed.model, sel.embed.batch_size, sel.embed.dim)
-    work = out / "selection"
-    emb = embed_texts([d.text for d in docs], encoder, work / "embeddings", chunk_size=sel.embed.chunk_size,
-                      dtype=sel.embed.dtype)
-    emb_fp = read_json(work / "embeddings" / "embeddings.json")["fingerprint"]  # type: ignore[index]
-    clusters = cluster_step(emb, emb_fp, work / "clusters", sel.cluster.k, seed=sel.seed, slack=sel.cluster.slack,
-                            n_iter=sel.cluster.n_iter, refine_iter=sel.cluster.refine_iter, metric=sel.cluster.metric)
-    probes = synthesize_probes(probe_indices(clusters.assignments, sel.probe_size, sel.seed), [d.id for d in docs],
-                               [d.text for d in docs], build_backend(key["tts"]), work / "probes",
-                               batch_size=sel.batch_size, max_chars=sel.max_chars)
+    _, clusters, _, probes = prepare_probes(sel, [d.id for d in docs], [d.text for d in docs],
+                                            build_backend(key["tts"]), out / "selection")
     return {"n_texts": len(docs), "k": sel.cluster.k, "sizes": [int(s) for s in clusters.sizes],
             "probes": {str(c): p.n_written for c, p in probes.items()}}
 
@@ -183,6 +168,8 @@ def _seed_selection(shared: Path, work: Path) -> None:
 
 def run_step(spec_path: str | Path) -> dict[str, Any]:
     """Run (or resume) the step that ``spec_path`` describes; returns its result (also ``result-<e>.json``)."""
+    from nemo_salad.selection.artefacts import write_json_atomic
+
     spec = json.loads(Path(spec_path).read_text())
     out, kind = Path(spec["step"]["dir"]), spec["step"]["kind"]
     e = spec["eval_fp"]
@@ -204,20 +191,20 @@ def run_step(spec_path: str | Path) -> dict[str, Any]:
         layout = data.layout if data is not None else _layout(cfg)
         held = out / "heldout.json"
         if not held.is_file():
-            _write(held, heldout_gap(model, demo_source("speech_val", spec["demo"]), layout))
+            write_json_atomic(held, heldout_gap(model, demo_source("speech_val", spec["demo"]), layout))
         mc = out / mc_name(spec["clusters_fp"])
         if spec["clusters_done"] and not mc.is_file():
-            _write(mc, probe_misalignment(model, Path(spec["clusters_dir"]) / "selection" / "probes"))
+            write_json_atomic(mc, probe_misalignment(model, Path(spec["clusters_dir"]) / "selection" / "probes"))
         ev = out / f"eval-{e}.json"
         if not ev.is_file():
-            _write(ev, _evaluate(model, spec, topline=kind == "base"))
+            write_json_atomic(ev, _evaluate(model, spec, topline=kind == "base"))
         result.update({"heldout": held.name, "clusters": mc.name if mc.is_file() else None, "eval": ev.name})
     timing = out / "minutes.json"
     spent = json.loads(timing.read_text()) if timing.is_file() else []
     spent.append(round((time.monotonic() - started) / 60, 3))
-    _write(timing, spent)
+    write_json_atomic(timing, spent)
     result["minutes"] = sum(spent)
-    _write(out / result_name(kind, e), result)
+    write_json_atomic(out / result_name(kind, e), result)
     return result
 
 
@@ -240,8 +227,7 @@ def _layout(cfg: Any) -> Any:
 
     from nemo_salad.data.layout import LayoutConfig
 
-    layout = OmegaConf.to_container(cfg.data.layout, resolve=True)
-    return LayoutConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in layout.items()})
+    return LayoutConfig.from_section(OmegaConf.to_container(cfg.data.layout, resolve=True))
 
 
 if __name__ == "__main__":
