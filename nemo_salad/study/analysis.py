@@ -195,6 +195,44 @@ def analyse(cfg: StudyConfig, steps: list[Step], eval_fp: str) -> dict[str, Any]
     out["findings"]["f2"] = _finding2(cfg, runs, raw, sampler)
     out["findings"]["f3"] = _finding3(runs, raw, sampler)
     out["findings"]["f4"] = _finding4(cfg, runs, raw, sampler)
+    out["scale"] = scale_needed(out)
+    return out
+
+
+def _n_for(n: int, iv: Interval, effect: float) -> float:
+    """Sample size at which the 95 % interval's half-width would be ``effect / 2`` (it then excludes 0 with a
+    margin if the effect holds), from the half-width at ``n`` (half-width ∝ 1/√n)."""
+    half = (iv.high - iv.low) / 2
+    if half <= 0:
+        return math.nan  # no spread at all (a handful of items): nothing to extrapolate from
+    return math.inf if effect == 0 else n * (half / (abs(effect) / 2)) ** 2
+
+
+def scale_needed(a: dict[str, Any]) -> dict[str, Any]:
+    """For each inconclusive finding, what more data its interval would need, extrapolated from this run's own
+    variance: held-out utterances for F1 (ΔM at its measured size), benchmark items for F2 (the paper's mean
+    Stage II gain) and the spread of the models' spoken accuracy against their intervals for F3."""
+    f, out = a.get("findings", {}), {}
+    f1 = f.get("f1", {})
+    if f1.get("verdict") == INCONCLUSIVE and "dM" in f1:
+        n = a["n_utterances"]
+        out["f1"] = {"n": n, "dM": f1["dM"], "dF": f1["dF"], "n_needed": _n_for(n, f1["dM"], f1["dM"].point)}
+    f2 = f.get("f2", {})
+    if f2.get("verdict") == INCONCLUSIVE and "vs_uniform" in f2:
+        n = sum(a["n_items"].values())
+        paper = float(np.mean(list(PAPER_STAGE2_GAIN.values())))
+        out["f2"] = {"n": n, "paper_mean": paper, "diff": f2["vs_uniform"],
+                     "n_needed": _n_for(n, f2["vs_uniform"], paper)}
+    f3 = f.get("f3", {})
+    reg = f3.get("speech", {})
+    if f3.get("verdict") == INCONCLUSIVE and reg.get("n", 0) >= 3:
+        runs = [a["runs"][n] for n in reg["names"]]  # the trained models of the regression
+        acc = [r["speech"].point for r in runs]
+        half = float(np.mean([(r["speech"].high - r["speech"].low) / 2 for r in runs]))
+        spread = max(acc) - min(acc)
+        n = sum(a["n_items"].values())
+        out["f3"] = {"models": len(runs), "spread": spread, "half_width": half, "n": n,
+                     "n_needed": _n_for(n, Interval((0.0, -half, half)), spread / 1.5)}
     return out
 
 

@@ -101,6 +101,7 @@ def write_findings(a: dict[str, Any], cfg: Any, path: str | Path, meta: dict[str
           "Accuracy in %; F and M per token on the held-out set at the end of each run (base: step 0). "
           "Text accuracy of the base model is the topline (same weights at step 0).", "", *_gap_table(a)]
     L += _f1(f.get("f1", {})) + _f2(f.get("f2", {})) + _f3(f.get("f3", {})) + _f4(f.get("f4", {}), a)
+    L += _scale(a.get("scale", {}))
     if meta.get("plots"):
         L += ["## Plots", ""] + [f"![{k}]({v})" for k, v in meta["plots"].items()] + [""]
     L += _limits(cfg)
@@ -125,7 +126,8 @@ def _limits(cfg: Any) -> list[str]:
             "Stage I, Stage II), far fewer than the paper's sweep; their accuracy intervals are wide.",
             f"- Scoring here is {cfg.eval.scoring.get('max_shots', 5)}-shot at most (the paper: up to 5 spoken "
             "shots)." + ("" if cfg.stage1.max_steps >= 1000 else " `conf/study_gpu.yaml` runs the same study larger "
-                         "for one GPU (20x the training, five α, 5 shots, six benchmarks); it has not run yet."), ""]
+                         "for one GPU (20x the training, 8x the held-out utterances, five α, 5 shots, six "
+                         "benchmarks); it has not run yet."), ""]
 
 
 def _gap_table(a: dict[str, Any]) -> list[str]:
@@ -185,6 +187,39 @@ def _f2(d: dict[str, Any]) -> list[str]:
                 f"{n} {b['seconds']:.0f} s in {b['items']} items (budget {b['budget_seconds']:.0f} s)"
                 for n, b in budgets.items()) + ".", ""]
     return L
+
+
+def _n(x: float) -> str:
+    if math.isnan(x):
+        return "an unknown number of (the interval has no width to extrapolate from)"
+    return "no finite number of (no effect to extrapolate)" if math.isinf(x) else f"about {math.ceil(x):,}"
+
+
+def _scale(s: dict[str, Any]) -> list[str]:
+    if not s:
+        return []
+    L = ["## What would settle the inconclusive findings", "",
+         "Extrapolated from this study's own variance (an interval's half-width shrinks as 1/√n); each number is "
+         "the sample size at which the 95 % interval would be half as wide as the effect, so that it would exclude "
+         "no effect with a margin *if the effect holds at that size*.", ""]
+    if "f1" in s:
+        d = s["f1"]
+        L.append(f"- Finding 1: ΔM = {_signed(d['dM'], 4)} from {d['n']} held-out utterances; "
+                 f"{_n(d['n_needed'])} utterances for an effect of that size (ΔF = {_signed(d['dF'], 4)} on the same "
+                 "utterances).")
+    if "f2" in s:
+        d = s["f2"]
+        L.append(f"- Finding 2: active − uniform = {_signed(d['diff'])} points over {d['n']} items. A gain of the "
+                 f"paper's mean size (+{d['paper_mean']:.1f} points at 3B) would show at {_n(d['n_needed'])} items; "
+                 f"here the 95 % interval puts the gain at {d['diff'].high:+.1f} points at most, so what is missing "
+                 "is the training scale that produces the gain (the paper: 1.9B Stage II tokens), not items.")
+    if "f3" in s:
+        d = s["f3"]
+        L.append(f"- Finding 3: the {d['models']} trained models' mean spoken accuracies span {d['spread']:.1f} "
+                 f"points, against ±{d['half_width']:.1f} for each model over {d['n']} items; {_n(d['n_needed'])} "
+                 "items would make each interval a third of that span. Models that differ more in M and in spoken "
+                 "accuracy (longer training, more α values: `conf/study_gpu.yaml`) are the cheaper way.")
+    return L + [""]
 
 
 def _reg_line(r: dict[str, Any], x: str, y: str) -> str:

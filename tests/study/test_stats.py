@@ -60,3 +60,15 @@ def test_a_paired_difference_is_narrower_than_either_accuracy():
     da, db = a[idx].mean(1), b[idx].mean(1)
     width = lambda iv: iv.high - iv.low  # noqa: E731
     assert width(interval(0, da - db)) < width(interval(0, da)) / 3
+
+
+def test_sample_size_for_a_half_width_of_half_the_effect():
+    import math
+
+    from nemo_salad.study.analysis import _n_for
+    from nemo_salad.study.stats import Interval
+
+    # half-width 0.1 at n = 32; an effect of 0.1 needs half-width 0.05: 4x the sample (1/sqrt(n))
+    assert _n_for(32, Interval((-0.1, -0.2, 0.0)), -0.1) == pytest.approx(128)
+    assert math.isinf(_n_for(32, Interval((0.0, -0.2, 0.2)), 0.0))
+    assert math.isnan(_n_for(8, Interval((0.0, 0.0, 0.0)), 2.9))
