@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from nemo_salad.evaluation import ScoringSettings, TextSystem, evaluate_benchmark, load_benchmark
@@ -21,11 +19,8 @@ MIN_ACC = 0.45
 def test_smollm2_zero_shot_arc_easy_is_well_above_chance(smollm2):
     llm, tokenizer = smollm2
     bench = load_benchmark("arc_easy", n_items=200)
-    start = time.perf_counter()
     res = evaluate_benchmark(bench, [TextSystem(llm, tokenizer)], ScoringSettings(max_shots=0))
-    seconds = time.perf_counter() - start
     scores = res.systems["text_llm"]
     assert res.n_items == 200 and abs(bench.chance - 0.25) < 0.01
     assert scores.acc >= MIN_ACC, (scores.acc, scores.acc_per_token, scores.acc_per_char)
     assert min(scores.acc_per_token, scores.acc_per_char) > 0.3  # normalised variants also clearly above chance
-    assert seconds < 120, seconds  # "well under 2 minutes" on one CPU thread
