@@ -33,12 +33,13 @@ from nemo_salad.llm.smollm2 import load_smollm2
 def requests(llm, tokenizer, name: str, n_items: int, shots: int) -> list[ScoreRequest]:
     bench = load_benchmark(name, n_items=n_items, seed=0)
     cands = choose_shot_candidates(bench.shot_pool, shots)
+    device = next(llm.parameters()).device
     out = []
     for item in bench.items:
         ids = [t for seg, _ in prompt_segments(item, shots_for(item, cands, shots))
                for t in (spoken_token_ids if seg.spoken else text_token_ids)(tokenizer, seg.text)]
         with torch.no_grad():
-            ctx = llm.embed(torch.tensor(ids)[None])[0]
+            ctx = llm.embed(torch.tensor(ids, device=device)[None])[0]
         out.append(ScoreRequest(ctx, [text_token_ids(tokenizer, o) for o in item.options]))
     return out
 

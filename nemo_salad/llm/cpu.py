@@ -17,20 +17,28 @@ Distributed checkpoints (``megatron.core.dist_checkpointing``) also call ``torch
 staging tensors to host memory and put a failure flag on ``torch.cuda.current_device()`` before broadcasting it.
 :func:`cpu_dist_checkpointing` makes both work on CPU for the duration of a save or load only (a no-op
 synchronize, the CPU as current device); with CUDA it changes nothing.
+
+NeMo-2's ``MegatronStrategy`` pieces around the model (``MegatronParallel``, megatron DDP, the distributed optimizer,
+``trainer.fit`` under the strategy) assume CUDA in a few more places: they allocate a handful of tensors with
+``device="cuda"``, create CUDA streams, move loaded tensors between CUDA devices and check ``tensor.type()`` against
+CUDA type names. :func:`cuda_standins` maps exactly that to the CPU for the duration of a block (tests, and the CPU
+dry run of ``benchmarks/gpu_check.py``): it changes where tensors live, not what is computed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import operator
 from collections.abc import Callable, Iterator
 from functools import lru_cache, reduce
 from typing import Any
+from unittest import mock
 
 import torch
 
-__all__ = ["cpu_dist_checkpointing", "cpu_mode", "ensure_cpu_support", "guard_unified_memory_import",
-           "seed_model_parallel_rng"]
+__all__ = ["cpu_dist_checkpointing", "cpu_mode", "cuda_standins", "ensure_cpu_support",
+           "guard_unified_memory_import", "seed_model_parallel_rng"]
 
 _INSTALLED = False
 
@@ -205,3 +213,58 @@ def cpu_dist_checkpointing() -> Iterator[None]:
         yield
     finally:
         torch.cuda.synchronize, torch.cuda.current_device = saved
+
+
+def _cpu(device: Any) -> Any:
+    return "cpu" if str(device).startswith("cuda") else device
+
+
+def _on_cpu(factory: Any, *args: Any, **kwargs: Any) -> Any:
+    if "device" in kwargs:
+        kwargs["device"] = _cpu(kwargs["device"])
+    kwargs.pop("pin_memory", None)
+    return factory(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def cuda_standins() -> Iterator[None]:
+    """Within the block, megatron-core's and NeMo's ``device="cuda"`` allocations, ``.cuda()`` moves, CUDA streams
+    and ``tensor.type()`` checks for ``torch.cuda.*Tensor`` work on the CPU. A no-op when CUDA exists.
+
+    >>> with cuda_standins():
+    ...     torch.zeros(2, device="cuda").shape
+    torch.Size([2])
+    """
+    if not cpu_mode():
+        yield
+        return
+    import nemo.collections.asr  # noqa: F401  (TorchScript compiles its functions on import: before the wrapping)
+
+    orig_type = torch.Tensor.type
+
+    def tensor_type(self: torch.Tensor, dtype: Any = None, non_blocking: bool = False, **kwargs: Any) -> Any:
+        if dtype is None and not kwargs:
+            name = orig_type(self)
+            return name if name.startswith("torch.cuda.") else name.replace("torch.", "torch.cuda.", 1)
+        return orig_type(self, dtype, non_blocking, **kwargs)
+
+    orig_to = torch.Tensor.to
+
+    def tensor_to(self: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        if "device" in kwargs:
+            kwargs["device"] = _cpu(kwargs["device"])
+        return orig_to(self, *(_cpu(a) if isinstance(a, str | torch.device) else a for a in args), **kwargs)
+
+    with contextlib.ExitStack() as stack:
+        for name in ("tensor", "zeros", "empty", "ones", "full"):
+            stack.enter_context(mock.patch(f"torch.{name}", functools.partial(_on_cpu, getattr(torch, name))))
+        patches = {"torch.Tensor.cuda": lambda self, *a, **k: self, "torch.Tensor.type": tensor_type,
+                   "torch.Tensor.to": tensor_to,
+                   "torch.cuda.current_device": lambda: "cpu", "torch.cuda.Stream": lambda *a, **k: None,
+                   "torch.cuda.stream": lambda *a, **k: contextlib.nullcontext(),
+                   "torch.cuda.synchronize": lambda *a, **k: None, "torch.cuda.empty_cache": lambda: None,
+                   # moves loaded tensors between CUDA devices; nothing to move on the CPU
+                   "nemo.lightning.io.pl._fix_tensors_device": lambda checkpoint: checkpoint}
+        for target, new in patches.items():
+            stack.enter_context(mock.patch(target, new))
+        yield

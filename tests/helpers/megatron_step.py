@@ -5,83 +5,27 @@ What runs is NeMo's and megatron-core's own code, as the strategy wires it (:mod
 ``DistributedDataParallel`` (contiguous gradient buffers), megatron's distributed optimizer from
 ``MegatronOptimizerModule.optimizers``, ``finalize_model_grads``, and megatron's no-pipelining schedule calling the
 model's ``data_step`` / ``training_step`` / ``training_loss_reduction``. These pieces, and ``trainer.fit`` under
-``MegatronStrategy`` around them, assume CUDA in a few places: they allocate a handful of tensors with
-``device="cuda"``, create CUDA streams, move loaded tensors between CUDA devices and check ``tensor.type()`` against
-CUDA type names. :func:`cuda_standins` maps exactly that to the CPU for the duration of a test: it changes where
-tensors live, not what is computed.
+``MegatronStrategy`` around them, assume CUDA in a few places; :func:`nemo_salad.llm.cpu.cuda_standins` (re-exported
+here) maps exactly those to the CPU for the duration of a test: it changes where tensors live, not what is computed.
 
-``plain_steps`` is the reference: the same model trained by the plain path (fp32, ``torch.optim.AdamW`` over
-``param_groups``, the WSD schedule), one optimizer step per batch.
+:func:`nemo_salad.recipes.bench.plain_steps` (re-exported here) is the reference: the same model trained by the plain
+path (fp32, ``torch.optim.AdamW`` over ``param_groups``, the WSD schedule), one optimizer step per batch.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import torch
 
-#: ``model.optim`` for the comparisons (no gradient clipping on either path). Adam's eps is large enough that the
-#: rounding noise in gradients that are zero in exact arithmetic (attention key biases), which summation order
-#: changes under tensor parallelism, does not become a learning-rate-sized step.
-OPTIM = {"adapter_lr": 1e-3, "llm_lr": 2e-4, "warmup_steps": 0, "decay_fraction": 0.0, "weight_decay": 0.1,
-         "eps": 1e-6}
+from nemo_salad.llm.cpu import cuda_standins
+from nemo_salad.recipes.bench import COMPARISON_OPTIM as OPTIM
+from nemo_salad.recipes.bench import plain_steps
 
-
-def _cpu(device: Any) -> Any:
-    return "cpu" if str(device).startswith("cuda") else device
-
-
-def _on_cpu(factory: Any, *args: Any, **kwargs: Any) -> Any:
-    if "device" in kwargs:
-        kwargs["device"] = _cpu(kwargs["device"])
-    kwargs.pop("pin_memory", None)
-    return factory(*args, **kwargs)
-
-
-@contextlib.contextmanager
-def cuda_standins() -> Iterator[None]:
-    """Within the block, megatron-core's ``device="cuda"`` allocations, ``.cuda()`` moves, CUDA streams and
-    ``tensor.type()`` checks for ``torch.cuda.*Tensor`` work on the CPU. Skipped (a no-op) when CUDA exists."""
-    if torch.cuda.is_available():
-        yield
-        return
-    import nemo.collections.asr  # noqa: F401  (TorchScript compiles its functions on import: before the wrapping)
-
-    orig_type = torch.Tensor.type
-
-    def tensor_type(self: torch.Tensor, dtype: Any = None, non_blocking: bool = False, **kwargs: Any) -> Any:
-        if dtype is None and not kwargs:
-            name = orig_type(self)
-            return name if name.startswith("torch.cuda.") else name.replace("torch.", "torch.cuda.", 1)
-        return orig_type(self, dtype, non_blocking, **kwargs)
-
-    orig_to = torch.Tensor.to
-
-    def tensor_to(self: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-        if "device" in kwargs:
-            kwargs["device"] = _cpu(kwargs["device"])
-        return orig_to(self, *(_cpu(a) if isinstance(a, str | torch.device) else a for a in args), **kwargs)
-
-    with contextlib.ExitStack() as stack:
-        for name in ("tensor", "zeros", "empty", "ones", "full"):
-            stack.enter_context(mock.patch(f"torch.{name}", functools.partial(_on_cpu, getattr(torch, name))))
-        patches = {"torch.Tensor.cuda": lambda self, *a, **k: self, "torch.Tensor.type": tensor_type,
-                   "torch.Tensor.to": tensor_to,
-                   "torch.cuda.current_device": lambda: "cpu", "torch.cuda.Stream": lambda *a, **k: None,
-                   "torch.cuda.stream": lambda *a, **k: contextlib.nullcontext(),
-                   "torch.cuda.synchronize": lambda *a, **k: None, "torch.cuda.empty_cache": lambda: None,
-                   # moves loaded tensors between CUDA devices; nothing to move on the CPU
-                   "nemo.lightning.io.pl._fix_tensors_device": lambda checkpoint: checkpoint}
-        for target, new in patches.items():
-            stack.enter_context(mock.patch(target, new))
-        yield
-
+__all__ = ["OPTIM", "config", "cuda_standins", "make_batches", "megatron_steps", "plain_steps", "run_parallel",
+           "split_batch"]
 
 def config(tokenizer_dir: str | Path) -> dict[str, Any]:
     """The paper's setting in miniature: the tiny LLM fully fine-tuned next to a separate frozen teacher (``copy``),
@@ -115,24 +59,6 @@ def split_batch(model: Any, batch: Any, parts: int, text_only: bool = False) -> 
         docs.append(make_document(sample_id, segs, [len(c) for c in clips], frames, model.pad_id))
     n = len(docs)
     return [collate(docs[r * n // parts:(r + 1) * n // parts], clips, model.pad_id) for r in range(parts)]
-
-
-def plain_steps(model: Any, batches: list[list[dict[str, Any]]], optim: dict[str, Any]) -> list[float]:
-    """fp32 reference: per step, the mean of the losses of the step's micro-batches (what data parallelism over
-    ``len(batches[i])`` ranks computes), then one AdamW step. Returns the losses."""
-    from nemo_salad.parts.optim import build_optimizer
-
-    opt = build_optimizer(model, optim, max_steps=100)
-    optimizer, sched = opt["optimizer"], opt["lr_scheduler"]["scheduler"]
-    losses = []
-    for parts in batches:
-        optimizer.zero_grad(set_to_none=True)
-        loss = sum(model.compute_loss(b).loss for b in parts) / len(parts)
-        loss.backward()
-        optimizer.step()
-        sched.step()
-        losses.append(float(loss))
-    return losses
 
 
 def megatron_steps(model: Any, steps: list[list[dict[str, Any]]], optim: dict[str, Any], precision: str = "32",

@@ -7,32 +7,11 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from nemo_salad.recipes.bench import make_tokenizer
+
+__all__ = ["CONF", "TINY_ENCODERS", "make_tokenizer", "model_cfg"]
+
 CONF = Path(__file__).resolve().parents[2] / "conf"
-
-SENTENCES = [
-    "the cat sat on the mat", "a dog ran in the park", "speech and text are two views of language",
-    "he turned sharply and faced gregson across the table", "ever tried ever failed no matter try again",
-]
-
-
-def make_tokenizer(out: Path, vocab_size: int = 120) -> Path:
-    """Train a small BPE (lower-case letters, ``<unk>`` otherwise) and save it as a ``transformers`` tokenizer.
-
-    Its vocabulary (< 256) fits the ``tiny-llama`` preset.
-    """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Metaspace()
-    tok.decoder = decoders.Metaspace()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<pad>", "<eos>", "<unk>"],
-                                  initial_alphabet=list("abcdefghijklmnopqrstuvwxyz"))
-    tok.train_from_iterator(SENTENCES * 20, trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>")
-    fast.save_pretrained(str(out))
-    return out
-
 
 #: Random tiny Whisper and Mimi encoder sections (no checkpoint): ``model_cfg(..., encoder="whisper_tiny")``.
 TINY_ENCODERS = {
