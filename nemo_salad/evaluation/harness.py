@@ -52,7 +52,7 @@ from nemo_salad.evaluation.scoring import ScoreRequest, normalised_scores, score
 from nemo_salad.evaluation.spoken import SpokenSource
 from nemo_salad.evaluation.systems import ROLE_LABELS
 
-__all__ = ["ScoringSettings", "evaluate", "evaluate_benchmark"]
+__all__ = ["Renderer", "ScoringSettings", "evaluate", "evaluate_benchmark"]
 
 log = logging.getLogger(__name__)
 
@@ -110,8 +110,22 @@ class ScoringSettings:
         return self.max_shots if self.shots is None else self.shots
 
 
-class _Renderer:
-    """Turns segments into LLM inputs for one system; caches tokenization and spoken inputs."""
+class Renderer:
+    """Turns prompt segments into LLM inputs for one system; caches tokenization and spoken inputs.
+
+    Shared by the log-likelihood harness and the generate protocol (:mod:`nemo_salad.evaluation.generate`).
+
+    Args:
+        system (System): the system whose inputs are rendered (see :mod:`nemo_salad.evaluation.systems`).
+        spoken_shots (bool): spoken segments of few-shot examples are heard (True) or read as text (False).
+
+    Attributes:
+        seconds (float): time spent in ``system.spoken_inputs`` (speech encoding / ASR).
+
+    >>> r = Renderer(TextSystem(llm, tokenizer), spoken_shots=True)  # doctest: +SKIP
+    >>> r.prepare({"2+2?"}, {}); r.context(prompt_segments(item, [])).shape  # doctest: +SKIP
+    torch.Size([17, 576])
+    """
 
     def __init__(self, system: Any, spoken_shots: bool) -> None:
         self.system, self.spoken_shots = system, spoken_shots
@@ -221,7 +235,7 @@ def evaluate_benchmark(bench: Benchmark, systems: Sequence[Any], settings: Scori
         if speech is None:
             raise ValueError(f"systems {[s.name for s in systems if s.needs_audio]} need audio: pass a SpokenSource")
         items, candidates, cuts = _voice(bench, items, candidates, speech, spoken_shots, skipped)
-    renderers = [_Renderer(s, spoken_shots) for s in systems]
+    renderers = [Renderer(s, spoken_shots) for s in systems]
     shot_texts = {t for group in candidates.values() for s in group for t in s.spoken_texts} if spoken_shots else set()
     for r in renderers:
         r.prepare(shot_texts, cuts)
@@ -259,7 +273,7 @@ def evaluate_benchmark(bench: Benchmark, systems: Sequence[Any], settings: Scori
                            {r.system.name: _summary(r, records, settings) for r in renderers}, records)
 
 
-def _shot_counts(item: MCItem, shots: Sequence[MCItem], renderers: Sequence[_Renderer],
+def _shot_counts(item: MCItem, shots: Sequence[MCItem], renderers: Sequence[Renderer],
                  settings: ScoringSettings) -> list[int] | tuple[str, str]:
     """Shots per system for ``item``, each within that system's own budget; or ``(reason, system)`` to leave
     the item out of every system (reason: a ``skipped`` key)."""
@@ -285,7 +299,7 @@ def _item_record(item: MCItem, shots: Sequence[MCItem], ks: Sequence[int]) -> di
             "spoken": list(item.spoken_texts), "options": list(item.options), "systems": {}}
 
 
-def _score_system(r: _Renderer, plans: list[tuple[MCItem, list[MCItem]]], records: list[dict[str, Any]],
+def _score_system(r: Renderer, plans: list[tuple[MCItem, list[MCItem]]], records: list[dict[str, Any]],
                   settings: ScoringSettings) -> None:
     start = time.perf_counter()
     llm = r.system.llm
@@ -320,7 +334,7 @@ def _score_system(r: _Renderer, plans: list[tuple[MCItem, list[MCItem]]], record
     r.seconds += time.perf_counter() - start
 
 
-def _summary(r: _Renderer, records: list[dict[str, Any]], settings: ScoringSettings) -> SystemScores:
+def _summary(r: Renderer, records: list[dict[str, Any]], settings: ScoringSettings) -> SystemScores:
     name, golds = r.system.name, [rec["gold"] for rec in records]
     acc = {m: accuracy([rec["systems"][name]["pred"][m] for rec in records], golds) for m in METRICS}
     empty = sum(1 for rec in records if rec["systems"][name].get("empty_context"))

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["MCItem", "Segment", "SkipCounter", "SkipItem", "make_item", "select_items"]
+__all__ = ["MCItem", "Segment", "SkipCounter", "SkipItem", "make_item", "select_items", "speakable"]
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +26,8 @@ SKIP_REASONS = {
     "no_options": "the row has zero answer options",
     "empty_option": "an answer option is empty",
     "empty_query": "the question / context is empty",
+    "unparsed_prompt": "the answer options could not be parsed from the prompt text (no 'A. ... B. ...' labels)",
+    "no_audio": "the row has no recorded audio",
 }
 
 
@@ -111,9 +113,13 @@ def _gold_index(answer: Any, n_options: int, labels: Sequence[str] | None) -> in
     return answer
 
 
-def _speakable(text: str) -> str:
+def speakable(text: str) -> str:
     """The text exactly as the synthesis layer voices and stores it (NFC, no control characters, single spaces),
-    so that text and speech conditions agree on every character; "" if nothing speakable is left."""
+    so that text and speech conditions agree on every character; "" if nothing speakable is left.
+
+    >>> speakable("  two   spaces "), speakable("   ")
+    ('two spaces', '')
+    """
     from nemo_salad.synthesis.text import validate_text
 
     normalised, _ = validate_text(text, max_chars=1 << 30)
@@ -147,7 +153,7 @@ def make_item(id: str, query: Sequence[Segment], options: Sequence[str] | None, 
     ...
     nemo_salad.evaluation.items.SkipItem: no_options: the row has 0 options
     """
-    query = [Segment(_speakable(s.text), True) if s.spoken else s for s in query]
+    query = [Segment(speakable(s.text), True) if s.spoken else s for s in query]
     options = tuple(options or ())
     if not options:
         raise SkipItem("no_options", "the row has 0 options")
