@@ -9,6 +9,7 @@ faster-whisper) and :class:`NeMoTranscriber` (any NeMo ``ASRModel``: ``.nemo`` f
 
 from __future__ import annotations
 
+import logging
 import re
 import unicodedata
 from collections.abc import Callable, Sequence
@@ -144,6 +145,7 @@ class WhisperTranscriber:
             raise FileNotFoundError(f"{self.model_path} is not a CTranslate2 Whisper model directory (no model.bin)")
         self.model = WhisperModel(str(self.model_path), device=device, compute_type=compute_type,
                                   cpu_threads=cpu_threads)
+        logging.getLogger("faster_whisper").setLevel(logging.WARNING)  # a line per clip otherwise
         self.beam_size = beam_size
 
     def transcribe(self, waves: Sequence[np.ndarray], sample_rate: int = ASR_RATE) -> list[str]:
