@@ -1,5 +1,7 @@
 """Evaluate the text LLM (topline), a speech model (on speech and on text) and an ASR cascade on spoken
-benchmarks; write results.json, results.md (the paper's Table 3 layout) and results.png to ``output_dir``.
+benchmarks with the configured protocols (log-likelihood, generate-then-extract), few-shot seeds and voices; write
+results.json, results.md (the paper's Table 3 layout, then every table with its intervals) and results.png to
+``output_dir``.
 
     python examples/salad_eval.py speech_model='{_target_: <YourSpeechModel>.restore_from, restore_path: m.nemo}'
     python examples/salad_eval.py benchmarks=[copa] n_items=20 speech_model=identity \

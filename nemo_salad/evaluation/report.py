@@ -9,11 +9,13 @@ shows its accuracy only. A second table gives the few-shot examples per item of 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from nemo_salad.evaluation.results import EvalResults
 
-__all__ = ["markdown_table", "plot_results", "write_report"]
+__all__ = ["bar_panel", "markdown_table", "plot_results", "write_report"]
 
 _METRIC_NAMES = {"sum": "acc (unnormalised)", "per_token": "acc per token", "per_char": "acc_norm (per character)"}
 
@@ -68,6 +70,41 @@ def markdown_table(results: EvalResults) -> str:
     return "\n".join(lines) + "\n"
 
 
+def bar_panel(ax: Any, groups: Sequence[str], series: Sequence[tuple[str, Sequence[float | None],
+                                                                     Sequence[tuple[float, float] | None]]],
+              chance: Sequence[float] | None = None) -> None:
+    """Grouped bars on ``ax``: one group per benchmark, one bar per series (labelled for a legend), with error bars
+    where given.
+
+    Args:
+        ax (matplotlib.axes.Axes): the panel.
+        groups (Sequence[str]): group (benchmark) titles.
+        series (Sequence[tuple]): ``(label, heights, intervals)``; a height is None where the series has no value,
+            an interval ``(low, high)`` (same units as the heights) or None for no error bar.
+        chance (Sequence[float] | None): a dotted tick per group. Default: None.
+
+    >>> import matplotlib; matplotlib.use("Agg"); import matplotlib.pyplot as plt
+    >>> bar_panel(plt.subplots()[1], ["COPA"], [("text", [60.0], [(50.0, 70.0)])], chance=[50.0])
+    """
+    n_b, n_s = len(groups), len(series)
+    width = 0.8 / max(n_s, 1)
+    for j, (label, heights, intervals) in enumerate(series):
+        xs = [i - 0.4 + width * (j + 0.5) for i in range(n_b)]
+        keep = [i for i in range(n_b) if heights[i] is not None]
+        ys = [heights[i] for i in keep]
+        ax.bar([xs[i] for i in keep], ys, width, label=label)
+        bounds = [(i, intervals[i]) for i in keep if intervals[i] is not None]
+        if bounds:
+            err = [[max(heights[i] - lo, 0.0) for i, (lo, _) in bounds], [max(hi - heights[i], 0.0)
+                                                                          for i, (_, hi) in bounds]]
+            ax.errorbar([xs[i] for i, _ in bounds], [heights[i] for i, _ in bounds], yerr=err, fmt="none",
+                        ecolor="black", elinewidth=0.8, capsize=2)
+    for i, c in enumerate(chance or []):
+        ax.hlines(c, i - 0.45, i + 0.45, colors="black", linestyles="dotted")
+    ax.set_xticks(range(n_b), list(groups))
+    ax.set_ylim(0, 100)
+
+
 def plot_results(results: EvalResults, path: str | Path) -> Path:
     """Grouped bar chart of the primary accuracy per benchmark, one bar per system, chance as a tick.
 
@@ -79,19 +116,11 @@ def plot_results(results: EvalResults, path: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = [s["name"] for s in results.systems]
-    n_b, n_s = len(results.benchmarks), len(names)
-    width = 0.8 / max(n_s, 1)
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.4 * n_b + 2), 4.0))
-    for j, sys in enumerate(results.systems):
-        xs = [i - 0.4 + width * (j + 0.5) for i in range(n_b)]
-        ys = [100 * b.systems[sys["name"]].primary for b in results.benchmarks]
-        ax.bar(xs, ys, width, label=sys.get("label", sys["name"]))
-    for i, b in enumerate(results.benchmarks):
-        ax.hlines(100 * b.chance, i - 0.45, i + 0.45, colors="black", linestyles="dotted")
-    ax.set_xticks(range(n_b), [b.title for b in results.benchmarks])
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.4 * len(results.benchmarks) + 2), 4.0))
+    series = [(sys.get("label", sys["name"]), [100 * b.systems[sys["name"]].primary for b in results.benchmarks],
+               [None] * len(results.benchmarks)) for sys in results.systems]
+    bar_panel(ax, [b.title for b in results.benchmarks], series, [100 * b.chance for b in results.benchmarks])
     ax.set_ylabel(f"accuracy (%), {results.settings.get('primary', 'per_char')}")
-    ax.set_ylim(0, 100)
     ax.legend(fontsize=8, loc="upper right")
     ax.set_title("Text vs speech vs cascade (dotted: chance)")
     fig.tight_layout()

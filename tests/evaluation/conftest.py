@@ -27,3 +27,15 @@ def smollm2():
 
     llm, tokenizer = load_smollm2()
     return llm.eval(), tokenizer
+
+
+@pytest.fixture(scope="session")
+def tiny_hf_dir(tmp_path_factory):
+    """A tiny random Llama in Hugging Face format with the byte tokenizer saved next to it."""
+    from tests.helpers.hf_models import save_hf_model
+    from tests.helpers.tokenizers import byte_tokenizer
+
+    out = tmp_path_factory.mktemp("tiny_llama")
+    save_hf_model("llama-gqa-untied", out)
+    byte_tokenizer().save_pretrained(str(out))
+    return out

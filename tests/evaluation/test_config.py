@@ -9,24 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from nemo_salad.evaluation import BENCHMARKS
 from nemo_salad.evaluation.config import EvalConfig, build_speech_model, load_config, run_evaluation
 
 ROOT = Path(__file__).resolve().parents[2]
 CONF = ROOT / "conf" / "eval.yaml"
-
-
-@pytest.fixture(scope="module")
-def tiny_hf_dir(tmp_path_factory):
-    """A tiny random Llama in Hugging Face format with the byte tokenizer saved next to it."""
-    from tests.helpers.hf_models import save_hf_model
-    from tests.helpers.tokenizers import byte_tokenizer
-
-    out = tmp_path_factory.mktemp("tiny_llama")
-    save_hf_model("llama-gqa-untied", out)
-    byte_tokenizer().save_pretrained(str(out))
-    return out
 
 
 def test_shipped_yaml_matches_the_schema_and_builds():
@@ -43,6 +32,18 @@ def test_shipped_yaml_matches_the_schema_and_builds():
     asr = build_transcriber(cfg.asr)
     assert isinstance(asr, CutTranscriber) and isinstance(asr.asr, WhisperTranscriber)  # offline tiny.en
     assert isinstance(build_backend(cfg.tts), PiperBackend)
+    # new keys default to the single-protocol, single-seed, single-voice run
+    assert cfg.protocols == ["loglik"] and cfg.seeds is None and cfg.voices is None
+    assert (cfg.bootstrap, cfg.level, cfg.mmsu_voicebench, cfg.storycloze_spoken.path) == (1000, 0.95, None, None)
+    # the commented example of voices is a valid value whose backend configs build
+    text = CONF.read_text()
+    block = text[text.index("# voices:\n"):text.index("\nbootstrap:")]
+    example = yaml.safe_load("\n".join(line[2:] for line in block.splitlines()))
+    voices = load_config(example).voices
+    assert [(v.name, v.tts, v.snr_db) for v in voices] == [
+        ("piper-slow", {"name": "piper", "length_scale": 1.3}, None),
+        ("piper-fast", {"name": "piper", "length_scale": 0.8}, None), ("piper-snr10", None, 10.0)]
+    assert isinstance(build_backend(voices[0].tts), PiperBackend)
 
 
 def test_unknown_keys_and_bad_values_are_rejected():
@@ -59,6 +60,21 @@ def test_unknown_keys_and_bad_values_are_rejected():
         load_config({"scoring": {"shots": -1}})
     with pytest.raises(ValidationError):
         load_config({"scoring": {"shots": "all"}})
+    for bad, match in (({"protocols": ["loglik", "chat"]}, "protocols"), ({"seeds": [1, 1]}, "seeds"),
+                       ({"seeds": []}, "seeds"), ({"level": 1.0}, "level"), ({"bootstrap": -1}, "bootstrap"),
+                       ({"voices": [{"name": "a"}, {"name": "a", "snr_db": 5}]}, "unique"),
+                       ({"voices": [{"name": "default"}]}, "main condition"),
+                       ({"storycloze_spoken": {"kinds": ["xSC"]}}, "kinds"),
+                       ({"storycloze_spoken": {"path": "pairs.jsonl"}}, "one kind"),
+                       ({"generation": {"temperature": -1.0}}, "temperature")):
+        with pytest.raises(ValueError, match=match):
+            load_config(bad)
+    with pytest.raises(ConfigKeyError, match="snr"):
+        load_config({"voices": [{"name": "a", "snr": 5}]})
+    from omegaconf.errors import MissingMandatoryValue
+
+    with pytest.raises(MissingMandatoryValue, match="voices.0..name"):  # a voice needs a name
+        load_config({"voices": [{"snr_db": 5}]})
 
 
 def _overrides(tiny_hf_dir, out) -> list[str]:
@@ -68,18 +84,28 @@ def _overrides(tiny_hf_dir, out) -> list[str]:
 
 
 def test_identity_run_from_the_config_has_zero_gaps(tiny_hf_dir, tmp_path):
+    """The shipped defaults: the log-likelihood protocol only, one few-shot seed, the main condition only."""
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(config_dir=str(CONF.parent), version_base="1.3"):
         cfg = compose(config_name="eval", overrides=_overrides(tiny_hf_dir, tmp_path))
-    results, paths = run_evaluation(cfg)
+    run, paths = run_evaluation(cfg)
+    results = run.primary
     assert {s["role"] for s in results.systems} == {"topline", "cascade", "speech", "speech_text"}
     for b in results.benchmarks:
         assert b.n_items == 6
         for s in results.systems:
             assert results.gap(b.name, s["name"]) == 0.0
     assert all(p.is_file() for p in paths.values())
-    assert json.loads(paths["json"].read_text())["average_gap"]["speech_model"] == 0.0
+    data = json.loads(paths["json"].read_text())
+    assert data["average_gap"]["speech_model"] == 0.0
+    assert data["protocols"] == ["loglik"] and "generate" not in data and "storycloze_spoken" not in data
+    assert [c["name"] for c in data["conditions"]] == ["default"] and data["loglik"]["seeds"] == [0]
+    assert data["loglik"]["runs"] == []  # the one run is the top level
+    assert data["intervals"] == {"bootstrap": 1000, "level": 0.95, "seed": 0}
+    md = paths["md"].read_text()
+    assert "seeds 0 · conditions: default · intervals: 95% bootstrap, 1000 resamples · items: COPA 6, ARC-E 6" in md
+    assert "## Generate-then-extract" not in md and " ± " not in md  # one seed: no std
 
 
 def test_cli(tiny_hf_dir, tmp_path):
