@@ -1,8 +1,7 @@
 """Error bars of a run: bootstrap intervals over items and the spread over few-shot seeds.
 
 **Bootstrap** (:func:`bootstrap_mean`): the nonparametric percentile bootstrap, with the same draws and percentiles as
-the findings study's ``nemo_salad.study.stats.draws`` / ``interval`` (``study`` sits above ``evaluation`` in the
-package layering, so they are restated here as :func:`draws` and :func:`interval`). A statistic is the mean over
+the findings study (:mod:`nemo_salad.parts.bootstrap`: :func:`draws`, :func:`interval`). A statistic is the mean over
 benchmarks of the mean of per-item values within each benchmark — an accuracy (values are 0/1 correctness, or a
 StoryCloze pair's 1 / 0.5 / 0), the average accuracy over benchmarks, or a gap (values are the per-item
 differences ``topline − system`` on the items both scored, so the gap is *paired*). Each resample draws, within
@@ -27,51 +26,9 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from nemo_salad.parts.bootstrap import Interval, draws, interval
+
 __all__ = ["Interval", "bootstrap_mean", "draw_seed", "draws", "interval", "seed_stats"]
-
-
-class Interval(tuple):
-    """``(point, low, high)`` of a statistic.
-
-    >>> Interval((0.5, 0.25, 0.75)).high
-    0.75
-    """
-
-    @property
-    def point(self) -> float:
-        return float(self[0])
-
-    @property
-    def low(self) -> float:
-        return float(self[1])
-
-    @property
-    def high(self) -> float:
-        return float(self[2])
-
-
-def draws(n: int, reps: int, seed: int) -> np.ndarray:
-    """Bootstrap index draws: ``(R, N)`` integers in ``[0, n)``, seeded.
-
-    >>> draws(3, 2, 0).shape
-    (2, 3)
-    """
-    return np.random.default_rng(seed).integers(0, n, size=(reps, n))
-
-
-def interval(point: float, samples: np.ndarray, level: float = 0.95) -> Interval:
-    """The percentile interval of bootstrap ``samples`` ``(R,)`` around ``point`` (NaN samples dropped).
-
-    >>> interval(0.5, np.linspace(0, 1, 101)).high
-    0.975
-    """
-    samples = np.asarray(samples, np.float64)
-    samples = samples[np.isfinite(samples)]
-    if samples.size == 0:
-        return Interval((point, float("nan"), float("nan")))
-    tail = (1 - level) / 2 * 100
-    low, high = np.percentile(samples, [tail, 100 - tail])
-    return Interval((float(point), float(low), float(high)))
 
 
 def draw_seed(seed: int, key: str) -> int:

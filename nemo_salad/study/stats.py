@@ -10,54 +10,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from nemo_salad.parts.bootstrap import Interval, draws, interval
+
 __all__ = ["Interval", "draws", "interval", "loo_r2", "ols", "ratio_draws"]
-
-
-class Interval(tuple):
-    """``(point, low, high)`` of a statistic.
-
-    >>> Interval((1.0, 0.5, 1.5)).contains(0.0)
-    False
-    """
-
-    @property
-    def point(self) -> float:
-        return float(self[0])
-
-    @property
-    def low(self) -> float:
-        return float(self[1])
-
-    @property
-    def high(self) -> float:
-        return float(self[2])
-
-    def contains(self, value: float) -> bool:
-        return self.low <= value <= self.high
-
-
-def draws(n: int, reps: int, seed: int) -> np.ndarray:
-    """Bootstrap index draws: (reps, n) integers in [0, n), seeded.
-
-    >>> draws(3, 2, 0).shape
-    (2, 3)
-    """
-    return np.random.default_rng(seed).integers(0, n, size=(reps, n))
-
-
-def interval(point: float, samples: np.ndarray, level: float = 0.95) -> Interval:
-    """The percentile interval of bootstrap ``samples`` around ``point`` (NaN samples dropped).
-
-    >>> interval(0.5, np.linspace(0, 1, 101)).high
-    0.975
-    """
-    samples = np.asarray(samples, np.float64)
-    samples = samples[np.isfinite(samples)]
-    if samples.size == 0:
-        return Interval((point, float("nan"), float("nan")))
-    tail = (1 - level) / 2 * 100
-    low, high = np.percentile(samples, [tail, 100 - tail])
-    return Interval((float(point), float(low), float(high)))
 
 
 def ratio_draws(sums: np.ndarray, counts: np.ndarray, idx: np.ndarray) -> np.ndarray:

@@ -54,15 +54,6 @@ def test_the_average_resamples_within_each_benchmark_and_gaps_are_paired():
     assert draw_seed(0, "copa") != draw_seed(0, "piqa")
 
 
-def test_the_draws_and_percentiles_are_those_of_the_findings_study():
-    from nemo_salad.evaluation.intervals import draws, interval
-    from nemo_salad.study import stats
-
-    np.testing.assert_array_equal(draws(17, 50, 4), stats.draws(17, 50, 4))
-    samples = np.random.default_rng(2).normal(size=300)
-    assert tuple(interval(0.1, samples, 0.9)) == tuple(stats.interval(0.1, samples, 0.9))
-
-
 def test_bad_arguments_are_rejected():
     with pytest.raises(ValueError, match="no per-item values"):
         bootstrap_mean({"copa": []}, reps=10)
