@@ -59,6 +59,9 @@ def test_piper_from_config_and_missing_files(tmp_path, piper_backend):
     slow, = backend.synthesize(["The quick brown fox jumps over the lazy dog."])
     normal, = piper_backend.synthesize(["The quick brown fox jumps over the lazy dog."])
     assert len(slow) > 1.25 * len(normal)  # length_scale reaches the engine
+    # ... and the provenance, which keys every cache of synthesized speech: other audio, another key
+    assert backend.provenance()["checkpoint"].endswith("en_US-joe-medium.onnx (length_scale=1.5)")
+    assert backend.provenance() != piper_backend.provenance()
     with pytest.raises(FileNotFoundError, match="missing.onnx does not exist"):
         PiperBackend(model_path=tmp_path / "missing.onnx")
     with pytest.raises(ValueError, match="does not accept \\['speed'\\]"):

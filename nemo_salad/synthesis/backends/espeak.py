@@ -78,4 +78,5 @@ class EspeakBackend:
         return np.asarray(wave, dtype=np.float32).reshape(-1)
 
     def provenance(self) -> dict[str, str]:
-        return {"backend": self.name, "voice": self.voice, "checkpoint": f"{self.binary} -s {self.speed}"}
+        pitch = "" if self.pitch is None else f" -p {self.pitch}"
+        return {"backend": self.name, "voice": self.voice, "checkpoint": f"{self.binary} -s {self.speed}{pitch}"}

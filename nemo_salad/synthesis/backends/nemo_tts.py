@@ -186,4 +186,5 @@ class NeMoTTSBackend:
 
     def provenance(self) -> dict[str, str]:
         voice = "" if self.speaker is None else str(self.speaker)
-        return {"backend": self.name, "voice": voice, "checkpoint": f"{self._refs[0]}+{self._refs[1]}"}
+        pace = "" if self.pace == 1.0 else f" (pace={self.pace:g})"  # changes the audio, so it identifies it
+        return {"backend": self.name, "voice": voice, "checkpoint": f"{self._refs[0]}+{self._refs[1]}{pace}"}

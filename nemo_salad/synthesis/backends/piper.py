@@ -132,4 +132,8 @@ class PiperBackend:
 
     def provenance(self) -> dict[str, str]:
         voice = self.voice_name if self.default_speaker is None else f"{self.voice_name}:{self.default_speaker}"
-        return {"backend": self.name, "voice": voice, "checkpoint": str(self.model_path)}
+        # the scales change the audio: they are part of what identifies it (caches are keyed by provenance)
+        scales = ", ".join(f"{k}={v:g}" for k, v in zip(("length_scale", "noise_scale", "noise_w_scale"),
+                                                          self._scales) if v is not None)
+        return {"backend": self.name, "voice": voice,
+                "checkpoint": str(self.model_path) + (f" ({scales})" if scales else "")}
