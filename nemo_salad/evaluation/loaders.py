@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ from typing import Any
 from nemo_salad.evaluation.benchmarks import BenchmarkSpec, get_spec
 from nemo_salad.evaluation.items import MCItem, SkipCounter, SkipItem, select_items
 
-__all__ = ["Benchmark", "load_benchmark", "read_rows"]
+__all__ = ["Benchmark", "iter_jsonl", "load_benchmark", "read_rows"]
 
 log = logging.getLogger(__name__)
 
@@ -108,15 +108,23 @@ def _read_text_rows(path: Path) -> list[dict[str, Any]]:
         if not isinstance(rows, list):
             raise ValueError(f"{path}: expected a JSON list of rows, got {type(rows).__name__}")
         return rows
-    rows = []
+    return [row for _, row in iter_jsonl(path, "one JSON object per line")]
+
+
+def iter_jsonl(path: Path, expected: str) -> Iterator[tuple[int, Any]]:
+    """``(line number, parsed value)`` of each non-blank line of a JSONL file.
+
+    Raises:
+        ValueError: on a line that is not JSON, naming ``path:line`` and what was ``expected``.
+    """
     with open(path, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{n}: not valid JSON ({e.msg}); expected one JSON object per line") from e
-    return rows
+            if not line.strip():
+                continue
+            try:
+                yield n, json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{n}: not valid JSON ({e.msg}); expected {expected}") from e
 
 
 def _has_split(path: Path, split: str | None) -> bool:

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from nemo_salad.evaluation.items import speakable
-from nemo_salad.evaluation.loaders import load_benchmark
+from nemo_salad.evaluation.loaders import iter_jsonl, load_benchmark
 
 __all__ = ["KINDS", "MODES", "StoryClozeSet", "StoryPair", "load_spoken_storycloze", "read_pair_manifest",
            "shared_context", "storycloze_pairs"]
@@ -260,19 +260,12 @@ def read_pair_manifest(path: str | Path, name: str | None = None, n_items: int |
         raise FileNotFoundError(f"spoken StoryCloze manifest {path} does not exist")
     pairs: list[StoryPair] = []
     n_rows = 0
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            n_rows += 1
-            where = f"{path}:{n}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{where}: not valid JSON ({e.msg}); expected one pair object per line") from e
-            if not isinstance(row, dict):
-                raise ValueError(f"{where}: expected a JSON object with id, correct and incorrect")
-            pairs.append(_manifest_pair(row, n, where, path.parent))
+    for n, row in iter_jsonl(path, "one pair object per line"):
+        n_rows += 1
+        where = f"{path}:{n}"
+        if not isinstance(row, dict):
+            raise ValueError(f"{where}: expected a JSON object with id, correct and incorrect")
+        pairs.append(_manifest_pair(row, n, where, path.parent))
     if not pairs:
         raise ValueError(f"{path}: no pairs; expected one JSON object per line with correct and incorrect")
     ids = [p.id for p in pairs]

@@ -35,7 +35,6 @@ reads the text the speech condition hears. Without a local copy, :func:`load_mms
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Callable, Sequence
@@ -44,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from nemo_salad.evaluation.items import MCItem, Segment, SkipCounter, SkipItem, make_item, select_items
-from nemo_salad.evaluation.loaders import Benchmark, load_benchmark
+from nemo_salad.evaluation.loaders import Benchmark, iter_jsonl, load_benchmark
 from nemo_salad.evaluation.recorded import Audio, AudioRef, RecordedSpeech
 
 __all__ = ["MMSU_DOMAINS", "DomainRows", "MMSULoad", "ParsedPrompt", "load_mmsu", "mmsu_item", "parse_mc_prompt",
@@ -223,17 +222,10 @@ def _from_parquet(files: Sequence[Path]) -> DomainRows:
 
 def _from_jsonl(path: Path, default_domain: str) -> dict[str, DomainRows]:
     by_domain: dict[str, list[dict[str, Any]]] = {}
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{n}: not valid JSON ({e.msg}); expected one MMSU row per line") from e
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}:{n}: expected a JSON object with prompt, reference, audio")
-            by_domain.setdefault(str(row.get("domain") or default_domain), []).append(row)
+    for n, row in iter_jsonl(path, "one MMSU row per line"):
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}:{n}: expected a JSON object with prompt, reference, audio")
+        by_domain.setdefault(str(row.get("domain") or default_domain), []).append(row)
     out = {}
     for domain, rows in by_domain.items():
         audio = [_audio_value(r.get("audio"), path.parent) for r in rows]
